@@ -1,0 +1,260 @@
+// Package config loads Tandem's settings: documented defaults from
+// configs/tandem.yaml (or the file TANDEM_CONFIG names), overridden by
+// environment variables.
+//
+// Core settings use the TANDEM_ prefix (TANDEM_MYSQL_DSN → mysql_dsn). Each
+// provider reads its own prefixed keys (STRIPE_SECRET_KEY → stripe.secret_key)
+// through ProviderSettings, so adding a provider changes neither this package nor
+// cmd/. Every error names the variable at fault, in one line.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/v2"
+)
+
+// DefaultFile is the configuration file read when TANDEM_CONFIG is unset. A
+// missing default file is not an error (built-in defaults apply); a missing
+// file named by TANDEM_CONFIG is.
+const DefaultFile = "configs/tandem.yaml"
+
+// Config is the core configuration shared by every process.
+type Config struct {
+	MySQLDSN    string        // TANDEM_MYSQL_DSN: go-sql-driver DSN
+	AMQPURL     string        // TANDEM_AMQP_URL: RabbitMQ URL; the vhost isolates a deployment
+	APIAddr     string        // TANDEM_API_ADDR
+	WebhookAddr string        // TANDEM_WEBHOOK_ADDR
+	WorkerAddr  string        // TANDEM_WORKER_ADDR
+	APITokens   []string      // TANDEM_API_TOKENS: bearer tokens the API accepts
+	Providers   []string      // TANDEM_PROVIDERS: enabled providers
+	Provider    string        // TANDEM_PROVIDER: the provider one worker serves
+	MaxAttempts int           // TANDEM_MAX_ATTEMPTS: deliveries before dead-lettering
+	LogLevel    string        // TANDEM_LOG_LEVEL: debug, info, warn, error
+	Relay       RelayConfig   // TANDEM_RELAY_*
+	Shutdown    time.Duration // TANDEM_SHUTDOWN_TIMEOUT: drain deadline on SIGTERM
+
+	k *koanf.Koanf
+}
+
+// RelayConfig tunes the outbox relay that runs inside cmd/api.
+type RelayConfig struct {
+	BatchSize    int           // TANDEM_RELAY_BATCH_SIZE: rows claimed per transaction
+	PollInterval time.Duration // TANDEM_RELAY_POLL_INTERVAL: poll for rows written by other replicas
+	Retention    time.Duration // TANDEM_RELAY_RETENTION: keep published rows this long
+}
+
+// Defaults are the built-in values, the same as the shipped configs/tandem.yaml
+// except for api_tokens, which has no built-in default.
+var defaults = map[string]any{
+	"mysql_dsn":              "root@tcp(127.0.0.1:3306)/tandem?parseTime=true",
+	"amqp_url":               "amqp://guest:guest@127.0.0.1:5672/",
+	"api_addr":               ":8080",
+	"webhook_addr":           ":8081",
+	"worker_addr":            ":8082",
+	"api_tokens":             "",
+	"providers":              "stripe",
+	"provider":               "",
+	"max_attempts":           "10",
+	"log_level":              "info",
+	"relay_batch_size":       "200",
+	"relay_poll_interval":    "500ms",
+	"relay_retention":        "168h",
+	"shutdown_timeout":       "20s",
+	"stripe.rate_limit":      "25",
+	"stripe.api_base":        "",
+	"salesforce.api_version": "v60.0",
+}
+
+// Load reads the configuration. environ is the process environment in
+// os.Environ form; providers lists the provider names whose prefixed
+// variables (NAME_KEY) are read.
+func Load(environ []string, providers []string) (*Config, error) {
+	k := koanf.New(".")
+	for key, v := range defaults {
+		_ = k.Set(key, v)
+	}
+	env := map[string]string{}
+	for _, kv := range environ {
+		if i := strings.IndexByte(kv, '='); i > 0 {
+			env[kv[:i]] = kv[i+1:]
+		}
+	}
+	path, named := env["TANDEM_CONFIG"]
+	if !named {
+		path = DefaultFile
+	}
+	if path != "" {
+		if _, err := os.Stat(path); err == nil || named {
+			fk := koanf.New(".")
+			if err := fk.Load(file.Provider(path), yaml.Parser()); err != nil {
+				return nil, fmt.Errorf("config: TANDEM_CONFIG %q: %v", path, oneLine(err))
+			}
+			for _, key := range fk.Keys() {
+				_ = k.Set(key, stringify(fk.Get(key)))
+			}
+		}
+	}
+	prefixes := map[string]string{"TANDEM_": ""}
+	for _, p := range providers {
+		prefixes[strings.ToUpper(p)+"_"] = strings.ToLower(p) + "."
+	}
+	for name, v := range env {
+		for prefix, keyPrefix := range prefixes {
+			if strings.HasPrefix(name, prefix) && len(name) > len(prefix) {
+				_ = k.Set(keyPrefix+strings.ToLower(strings.TrimPrefix(name, prefix)), v)
+			}
+		}
+	}
+
+	c := &Config{k: k}
+	var errs []error
+	c.MySQLDSN = k.String("mysql_dsn")
+	c.AMQPURL = k.String("amqp_url")
+	c.APIAddr = k.String("api_addr")
+	c.WebhookAddr = k.String("webhook_addr")
+	c.WorkerAddr = k.String("worker_addr")
+	c.APITokens = splitList(k.String("api_tokens"))
+	c.Providers = splitList(strings.ToLower(k.String("providers")))
+	c.Provider = strings.ToLower(strings.TrimSpace(k.String("provider")))
+	c.LogLevel = strings.ToLower(k.String("log_level"))
+	c.MaxAttempts = c.positiveInt("max_attempts", &errs)
+	c.Relay.BatchSize = c.positiveInt("relay_batch_size", &errs)
+	c.Relay.PollInterval = c.duration("relay_poll_interval", &errs)
+	c.Relay.Retention = c.duration("relay_retention", &errs)
+	c.Shutdown = c.duration("shutdown_timeout", &errs)
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("config: TANDEM_LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel))
+	}
+	for _, key := range []string{"mysql_dsn", "amqp_url"} {
+		if strings.TrimSpace(k.String(key)) == "" {
+			errs = append(errs, fmt.Errorf("config: %s is required", EnvName(key)))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs[0]
+	}
+	return c, nil
+}
+
+// RequireAPITokens reports a missing TANDEM_API_TOKENS (the api cannot start
+// without one).
+func (c *Config) RequireAPITokens() error {
+	if len(c.APITokens) == 0 {
+		return errors.New("config: TANDEM_API_TOKENS is required (comma-separated bearer tokens)")
+	}
+	return nil
+}
+
+// ProviderSettings returns the settings of one provider: the keys under its prefix,
+// lower-case without the prefix (STRIPE_SECRET_KEY → "secret_key").
+func (c *Config) ProviderSettings(name string) Settings {
+	name = strings.ToLower(name)
+	s := Settings{prefix: strings.ToUpper(name) + "_", values: map[string]string{}}
+	for key, v := range c.k.Cut(name).All() {
+		s.values[key] = stringify(v)
+	}
+	return s
+}
+
+// Settings are one provider's configuration values.
+type Settings struct {
+	prefix string
+	values map[string]string
+}
+
+// NewSettings builds Settings by hand (tests, examples).
+func NewSettings(provider string, values map[string]string) Settings {
+	return Settings{prefix: strings.ToUpper(provider) + "_", values: values}
+}
+
+// String returns the value of key ("" if unset).
+func (s Settings) String(key string) string { return strings.TrimSpace(s.values[key]) }
+
+// Required returns the value of key or an error naming its variable.
+func (s Settings) Required(key string) (string, error) {
+	v := s.String(key)
+	if v == "" {
+		return "", fmt.Errorf("config: %s is required", s.Var(key))
+	}
+	return v, nil
+}
+
+// Float returns key as a float64, def when unset, or an error naming the variable.
+func (s Settings) Float(key string, def float64) (float64, error) {
+	v := s.String(key)
+	if v == "" {
+		return def, nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("config: %s %q: want a non-negative number", s.Var(key), v)
+	}
+	return f, nil
+}
+
+// Var is the environment variable that sets key.
+func (s Settings) Var(key string) string { return s.prefix + strings.ToUpper(key) }
+
+// EnvName is the TANDEM_ variable that sets a core key.
+func EnvName(key string) string { return "TANDEM_" + strings.ToUpper(key) }
+
+func (c *Config) positiveInt(key string, errs *[]error) int {
+	v := strings.TrimSpace(c.k.String(key))
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		*errs = append(*errs, fmt.Errorf("config: %s %q: want a positive integer", EnvName(key), v))
+		return 0
+	}
+	return n
+}
+
+func (c *Config) duration(key string, errs *[]error) time.Duration {
+	v := strings.TrimSpace(c.k.String(key))
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		*errs = append(*errs, fmt.Errorf("config: %s %q: want a positive duration such as 500ms or 24h", EnvName(key), v))
+		return 0
+	}
+	return d
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func stringify(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case []any:
+		parts := make([]string, len(x))
+		for i, e := range x {
+			parts[i] = stringify(e)
+		}
+		return strings.Join(parts, ",")
+	default:
+		return fmt.Sprint(x)
+	}
+}
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}

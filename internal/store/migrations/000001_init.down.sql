@@ -1,0 +1,4 @@
+DROP TABLE IF EXISTS idempotency_keys;
+DROP TABLE IF EXISTS provider_links;
+DROP TABLE IF EXISTS outbox;
+DROP TABLE IF EXISTS users;
