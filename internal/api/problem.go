@@ -1,0 +1,96 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/tandem-sync/tandem/internal/ops"
+	"github.com/tandem-sync/tandem/internal/store"
+)
+
+// Problem is an RFC 9457 problem document.
+type Problem struct {
+	Type   string       `json:"type"`
+	Title  string       `json:"title"`
+	Status int          `json:"status"`
+	Detail string       `json:"detail,omitempty"`
+	Errors []FieldError `json:"errors,omitempty"`
+}
+
+// FieldError is one invalid field of a request.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// Error lets a Problem travel as an error to the error handler.
+func (p *Problem) Error() string { return p.Title + ": " + p.Detail }
+
+const problemBase = "https://tandem-sync.dev/problems/"
+
+func problem(status int, slug, detail string) *Problem {
+	return &Problem{Type: problemBase + slug, Title: http.StatusText(status), Status: status, Detail: detail}
+}
+
+func invalid(errs []FieldError) *Problem {
+	p := problem(fiber.StatusUnprocessableEntity, "validation", "the request has invalid fields")
+	p.Errors = errs
+	return p
+}
+
+// toProblem maps an error to the problem sent for it: the one place where
+// errors become statuses.
+func toProblem(err error) *Problem {
+	var p *Problem
+	var fe *fiber.Error
+	switch {
+	case errors.As(err, &p):
+		return p
+	case errors.Is(err, store.ErrNotFound):
+		return problem(fiber.StatusNotFound, "not-found", "no such user")
+	case errors.Is(err, store.ErrVersionMismatch):
+		return problem(fiber.StatusPreconditionFailed, "version-mismatch", "If-Match does not name the current version")
+	case errors.Is(err, store.ErrConflict):
+		return problem(fiber.StatusConflict, "email-taken", "the email belongs to another user")
+	case errors.Is(err, store.ErrIdempotencyMismatch):
+		return problem(fiber.StatusUnprocessableEntity, "idempotency-mismatch", "this Idempotency-Key was used with a different request body")
+	case errors.Is(err, store.ErrIdempotencyInFlight):
+		return problem(fiber.StatusConflict, "idempotency-in-flight", "a request with this Idempotency-Key is still in progress")
+	case errors.As(err, &fe):
+		switch fe.Code {
+		case fiber.StatusRequestEntityTooLarge:
+			return problem(fe.Code, "too-large", "the request body is larger than 1 MiB")
+		case fiber.StatusNotFound:
+			return problem(fe.Code, "no-route", "no such route")
+		case fiber.StatusMethodNotAllowed:
+			return problem(fe.Code, "method-not-allowed", "method not allowed on this route")
+		}
+		return problem(fe.Code, "http", fe.Message)
+	}
+	return problem(fiber.StatusInternalServerError, "internal", "internal error; see the logs for this request id")
+}
+
+// errorHandler writes err as problem+json; 5xx are logged with the request
+// logger (errors are logged once, here).
+func errorHandler(base *slog.Logger) fiber.ErrorHandler {
+	return func(c *fiber.Ctx, err error) error {
+		p := toProblem(err)
+		if p.Status >= 500 {
+			ops.Logger(c.UserContext(), base).Error("request failed", "error", err.Error())
+		}
+		return sendProblem(c, p)
+	}
+}
+
+func sendProblem(c *fiber.Ctx, p *Problem) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderContentType, "application/problem+json")
+	return c.Status(p.Status).Send(b)
+}
