@@ -1,0 +1,222 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tandem-sync/tandem/internal/api"
+	"github.com/tandem-sync/tandem/internal/ops"
+	"github.com/tandem-sync/tandem/internal/store"
+)
+
+// APIOptions configure the API write benchmark.
+type APIOptions struct {
+	MySQLDSN    string // server to use; the database name is replaced
+	Concurrency []int
+	Warmup      time.Duration
+	Duration    time.Duration
+	Log         io.Writer // progress lines
+}
+
+const (
+	insertUser = "INSERT INTO users (id, email, name, phone, metadata, version, created_at, updated_at, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)"
+	insertOut  = "INSERT INTO outbox (event_id, user_id, version, type, origin, created_at, published_at) VALUES (?, ?, ?, ?, ?, ?, NULL)"
+)
+
+// rawCreate is the ceiling: the same two-insert transaction the API commits,
+// issued directly with database/sql.
+func rawCreate(ctx context.Context, db *sql.DB, email, name string) (string, error) {
+	id := uuid.Must(uuid.NewV7()).String()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return "", err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, insertUser, id, email, name, "", "{}", 1, now, now); err != nil {
+		return "", err
+	}
+	if _, err := tx.ExecContext(ctx, insertOut, uuid.Must(uuid.NewV7()).String(), id, 1, store.EventUserCreated, store.OriginAPI, now); err != nil {
+		return "", err
+	}
+	return id, tx.Commit()
+}
+
+func openRaw(dsn string, conc int) (*sql.DB, error) {
+	cfg, err := store.ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(conc)
+	db.SetMaxIdleConns(conc)
+	return db, nil
+}
+
+// serve runs h on a loopback port until the returned stop is called.
+func serve(h http.Handler) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String(), func() { _ = srv.Close() }, nil
+}
+
+func httpLoader(base string, conc int, tag string) (func(ctx context.Context, w, n int) error, func()) {
+	tr := &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc}
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	op := func(ctx context.Context, w, n int) error {
+		body := fmt.Sprintf(`{"email":"%s-%d-%d@example.com","name":"Bench User"}`, tag, w, n)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/users", bytes.NewBufferString(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer bench-token")
+		resp, err := client.Do(req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			return fmt.Errorf("POST /v1/users: %s", resp.Status)
+		}
+		return nil
+	}
+	return op, tr.CloseIdleConnections
+}
+
+// bareHandler is the HTTP baseline: net/http decoding the same JSON and
+// committing the same transaction, with nothing else (no validation, auth,
+// metrics or logging).
+func bareHandler(db *sql.DB) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var in struct{ Email, Name string }
+		if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		id, err := rawCreate(r.Context(), db, in.Email, in.Name)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(map[string]any{"id": id, "email": in.Email, "name": in.Name, "version": 1})
+	})
+}
+
+// APIWrites measures, at each concurrency, the raw two-insert transaction
+// rate, the same transaction behind a bare net/http handler, and POST
+// /v1/users through Tandem's API, each on a fresh database.
+func APIWrites(ctx context.Context, o APIOptions) ([]Row, error) {
+	var rows []Row
+	progress := func(format string, args ...any) {
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, format+"\n", args...)
+		}
+	}
+	for _, c := range o.Concurrency {
+		// 1. Raw ceiling.
+		progress("api: raw transaction, C=%d", c)
+		raw, err := withDB(ctx, o.MySQLDSN, "raw", func(dsn string) (Row, error) {
+			db, err := openRaw(dsn, c)
+			if err != nil {
+				return Row{}, err
+			}
+			defer db.Close()
+			return load(ctx, c, o.Warmup, o.Duration, func(ctx context.Context, w, n int) error {
+				_, err := rawCreate(ctx, db, fmt.Sprintf("raw-%d-%d@example.com", w, n), "Bench User")
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			})
+		})
+		if err != nil {
+			return nil, fmt.Errorf("raw transaction: %w", err)
+		}
+		raw.Stage = "MySQL: raw 2-insert tx (database/sql)"
+
+		// 2. The same transaction behind a bare net/http handler.
+		progress("api: bare net/http handler, C=%d", c)
+		bare, err := withDB(ctx, o.MySQLDSN, "bare", func(dsn string) (Row, error) {
+			db, err := openRaw(dsn, c)
+			if err != nil {
+				return Row{}, err
+			}
+			defer db.Close()
+			base, stop, err := serve(bareHandler(db))
+			if err != nil {
+				return Row{}, err
+			}
+			defer stop()
+			op, closeIdle := httpLoader(base, c, "bare")
+			defer closeIdle()
+			return load(ctx, c, o.Warmup, o.Duration, op)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("bare handler: %w", err)
+		}
+		bare.Stage = "HTTP: bare net/http + same tx"
+		bare.Ratios = map[string]float64{"raw": bare.Rate / raw.Rate}
+
+		// 3. Tandem's API.
+		progress("api: tandem POST /v1/users, C=%d", c)
+		tandem, err := withDB(ctx, o.MySQLDSN, "api", func(dsn string) (Row, error) {
+			st, err := store.Open(ctx, dsn, store.Options{MaxOpenConns: c})
+			if err != nil {
+				return Row{}, err
+			}
+			defer st.Close()
+			app := api.New(st, st, api.Config{Tokens: []string{"bench-token"}, Providers: []string{"stripe"}},
+				slog.New(slog.NewJSONHandler(io.Discard, nil)), ops.NewRegistry())
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return Row{}, err
+			}
+			go func() { _ = app.Listener(ln) }()
+			defer app.Shutdown()
+			op, closeIdle := httpLoader("http://"+ln.Addr().String(), c, "api")
+			defer closeIdle()
+			return load(ctx, c, o.Warmup, o.Duration, op)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("tandem api: %w", err)
+		}
+		tandem.Stage = "API: POST /v1/users (Tandem)"
+		tandem.Ratios = map[string]float64{"raw": tandem.Rate / raw.Rate, "bare http": tandem.Rate / bare.Rate}
+		tandem.Note = "target ≥ 85 % of raw"
+		rows = append(rows, raw, bare, tandem)
+	}
+	return rows, nil
+}
+
+func withDB(ctx context.Context, baseDSN, tag string, fn func(dsn string) (Row, error)) (Row, error) {
+	db, err := NewDatabase(ctx, baseDSN, "tandem_bench_"+tag)
+	if err != nil {
+		return Row{}, err
+	}
+	defer db.Close()
+	return fn(db.DSN)
+}
