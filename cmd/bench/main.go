@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,8 +33,20 @@ func run(ctx context.Context, args []string) error {
 	conc := fs.String("c", "32,64", "comma-separated concurrencies for the API stage")
 	dur := fs.Duration("duration", 5*time.Second, "measured time per run")
 	warm := fs.Duration("warmup", time.Second, "warm-up before each measured run")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var cs []int
 	for _, s := range strings.Split(*conc, ",") {

@@ -23,6 +23,7 @@ type Link struct {
 	Status        string
 	SyncedVersion int64
 	PushedHash    *string
+	MetadataKeys  *string // JSON array of the metadata keys last pushed; see MetadataKeyList
 	LastInboundAt *time.Time
 	LastError     *string
 	SyncedAt      *time.Time

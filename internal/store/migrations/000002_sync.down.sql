@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS inbound_events;
+ALTER TABLE provider_links DROP COLUMN metadata_keys;
