@@ -68,7 +68,16 @@ func TestServeFinishesInFlightRequestsOnShutdown(t *testing.T) {
 		got <- string(b)
 	}()
 	<-entered
-	cancel() // SIGTERM arrives while /slow is in flight: it must still complete
+	cancel() // SIGTERM arrives while /slow is in flight
+	// Shutdown has begun once new connections are refused; only then
+	// let the in-flight request finish: it must still get its answer.
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	}, 10*time.Second, 5*time.Millisecond)
 	close(release)
 	require.Equal(t, "done", <-got)
 	require.NoError(t, <-served)
