@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-sync/tandem/internal/testutil"
+)
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestRunRefusesMissingTokens(t *testing.T) {
+	t.Parallel()
+	err := run(context.Background(), nil, []string{"TANDEM_CONFIG=", "TANDEM_MYSQL_DSN=" + testutil.NewDatabase(t)}, &syncBuffer{})
+	require.EqualError(t, err, "config: TANDEM_API_TOKENS is required (comma-separated bearer tokens)")
+	err = run(context.Background(), nil, []string{"TANDEM_CONFIG=", "TANDEM_API_TOKENS=x", "TANDEM_MAX_ATTEMPTS=-1"}, &syncBuffer{})
+	require.ErrorContains(t, err, "TANDEM_MAX_ATTEMPTS")
+}
+
+// TestRunServesAndShutsDownGracefully starts two api processes' run at once
+// on one fresh database (both migrate), serves a request, and stops on
+// cancellation with a nil error while a request is in flight.
+func TestRunServesAndShutsDownGracefully(t *testing.T) {
+	t.Parallel()
+	dsn := testutil.NewDatabase(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs syncBuffer
+	addrs := []string{freeAddr(t), freeAddr(t)}
+	errs := make(chan error, 2)
+	for _, addr := range addrs {
+		env := []string{"TANDEM_CONFIG=", "TANDEM_API_TOKENS=tok", "TANDEM_MYSQL_DSN=" + dsn, "TANDEM_API_ADDR=" + addr,
+			"TANDEM_AMQP_URL=" + testutil.NewVhost(t), "TANDEM_SHUTDOWN_TIMEOUT=10s"}
+		go func() { errs <- run(ctx, nil, env, &logs) }()
+	}
+	for _, addr := range addrs {
+		require.Eventually(t, func() bool {
+			resp, err := http.Get("http://" + addr + "/readyz")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == 200
+		}, 30*time.Second, 20*time.Millisecond, "api at %s never became ready; logs:\n%s", addr, &logs)
+	}
+	req, _ := http.NewRequest("POST", "http://"+addrs[0]+"/v1/users", strings.NewReader(`{"email":"run@example.com","name":"Run"}`))
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 201, resp.StatusCode)
+
+	cancel()
+	for range addrs {
+		select {
+		case err := <-errs:
+			require.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("run did not return after cancellation")
+		}
+	}
+	out := logs.String()
+	require.Contains(t, out, `"msg":"stopped"`)
+	require.NotContains(t, out, "tok\"", "a token leaked into the logs")
+	require.Contains(t, out, `"request_id"`)
+}
