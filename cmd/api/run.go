@@ -2,21 +2,29 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"io"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/tandem-sync/tandem/internal/api"
+	"github.com/tandem-sync/tandem/internal/broker"
 	"github.com/tandem-sync/tandem/internal/config"
 	"github.com/tandem-sync/tandem/internal/factory"
 	"github.com/tandem-sync/tandem/internal/ops"
+	"github.com/tandem-sync/tandem/internal/relay"
 	"github.com/tandem-sync/tandem/internal/store"
 )
 
-// run reads the configuration, migrates, builds the store and the HTTP app,
-// serves until ctx is cancelled, then shuts down in reverse order.
+// run reads the configuration, migrates, builds the store, the broker
+// connection, the relay and the HTTP app, serves until ctx is cancelled,
+// then shuts down in reverse order.
 func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("api", flag.ContinueOnError)
 	migrate := fs.Bool("migrate", true, "apply pending schema migrations at start")
+	runRelay := fs.Bool("relay", true, "run the outbox relay in this process")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -28,6 +36,7 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 		return err
 	}
 	log := ops.NewLogger(stdout, cfg.LogLevel).With("process", "api")
+	reg := ops.NewRegistry()
 
 	if *migrate {
 		if err := store.Migrate(ctx, cfg.MySQLDSN); err != nil {
@@ -41,14 +50,74 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	}
 	defer st.Close()
 
-	reg := ops.NewRegistry()
-	app := api.New(st, st, api.Config{Tokens: cfg.APITokens, Providers: cfg.Providers}, log, reg,
-		ops.Check{Name: "mysql", Fn: st.Ping})
-
-	log.Info("listening", "addr", cfg.APIAddr)
-	if err := ops.Serve(ctx, app, cfg.APIAddr, cfg.Shutdown); err != nil {
+	// The broker may be down: Dial keeps trying in the background and the
+	// API keeps taking writes, which wait in the outbox.
+	conn, err := broker.Dial(ctx, cfg.AMQPURL, log, broker.Options{
+		Name:       "api",
+		Setup:      func(ch *amqp.Channel) error { return broker.DeclareTopology(ch, cfg.Providers) },
+		Registerer: reg,
+	})
+	if err != nil {
 		return err
 	}
+	defer conn.Close()
+	pub := broker.NewPublisher(conn, broker.PublisherOptions{})
+	defer pub.Close()
+
+	background, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+	relayDone := make(chan error, 1)
+	if *runRelay {
+		r, err := relay.New(st, pub, relay.Config{BatchSize: cfg.Relay.BatchSize,
+			PollInterval: cfg.Relay.PollInterval, Retention: cfg.Relay.Retention}, log, reg)
+		if err != nil {
+			return err
+		}
+		st.OnCommit(r.Notify)
+		go func() { relayDone <- r.Run(background) }()
+	} else {
+		relayDone <- nil
+	}
+	go pruneIdempotencyKeys(background, st, log)
+
+	app := api.New(st, st, api.Config{Tokens: cfg.APITokens, Providers: cfg.Providers}, log, reg,
+		ops.Check{Name: "mysql", Fn: st.Ping},
+		ops.Check{Name: "rabbitmq", Fn: conn.Healthy, Soft: true})
+
+	log.Info("listening", "addr", cfg.APIAddr, "relay", *runRelay)
+	serveErr := ops.Serve(ctx, app, cfg.APIAddr, cfg.Shutdown)
+	// The HTTP server has drained: no more commits. Let the relay publish
+	// what it holds, then stop it.
+	stopBackground()
+	relayErr := <-relayDone
 	log.Info("stopped")
-	return nil
+	return errors.Join(serveErr, relayErr)
+}
+
+// pruneIdempotencyKeys deletes expired Idempotency-Key records every few
+// minutes.
+func pruneIdempotencyKeys(ctx context.Context, st *store.Store, log interface {
+	Warn(string, ...any)
+}) {
+	t := time.NewTicker(5 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for {
+				n, err := st.PruneIdempotency(ctx, 1000)
+				if err != nil {
+					if ctx.Err() == nil {
+						log.Warn("pruning idempotency keys", "error", err.Error())
+					}
+					break
+				}
+				if n < 1000 {
+					break
+				}
+			}
+		}
+	}
 }

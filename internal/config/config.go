@@ -39,6 +39,7 @@ type Config struct {
 	MaxAttempts int           // TANDEM_MAX_ATTEMPTS: deliveries before dead-lettering
 	LogLevel    string        // TANDEM_LOG_LEVEL: debug, info, warn, error
 	Relay       RelayConfig   // TANDEM_RELAY_*
+	Worker      WorkerConfig  // TANDEM_WORKER_*
 	Shutdown    time.Duration // TANDEM_SHUTDOWN_TIMEOUT: drain deadline on SIGTERM
 
 	k *koanf.Koanf
@@ -49,6 +50,12 @@ type RelayConfig struct {
 	BatchSize    int           // TANDEM_RELAY_BATCH_SIZE: rows claimed per transaction
 	PollInterval time.Duration // TANDEM_RELAY_POLL_INTERVAL: poll for rows written by other replicas
 	Retention    time.Duration // TANDEM_RELAY_RETENTION: keep published rows this long
+}
+
+// WorkerConfig tunes a provider worker.
+type WorkerConfig struct {
+	Prefetch    int // TANDEM_WORKER_PREFETCH: unacked messages RabbitMQ hands one worker
+	Concurrency int // TANDEM_WORKER_CONCURRENCY: messages processed at once
 }
 
 // Defaults are the built-in values, the same as the shipped configs/tandem.yaml
@@ -68,6 +75,8 @@ var defaults = map[string]any{
 	"relay_poll_interval":    "500ms",
 	"relay_retention":        "168h",
 	"shutdown_timeout":       "20s",
+	"worker_prefetch":        "64",
+	"worker_concurrency":     "32",
 	"stripe.rate_limit":      "25",
 	"stripe.api_base":        "",
 	"salesforce.api_version": "v60.0",
@@ -130,6 +139,8 @@ func Load(environ []string, providers []string) (*Config, error) {
 	c.Relay.PollInterval = c.duration("relay_poll_interval", &errs)
 	c.Relay.Retention = c.duration("relay_retention", &errs)
 	c.Shutdown = c.duration("shutdown_timeout", &errs)
+	c.Worker.Prefetch = c.positiveInt("worker_prefetch", &errs)
+	c.Worker.Concurrency = c.positiveInt("worker_concurrency", &errs)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -144,6 +155,24 @@ func Load(environ []string, providers []string) (*Config, error) {
 		return nil, errs[0]
 	}
 	return c, nil
+}
+
+// RequireProvider returns the provider a worker serves: flag if set, else
+// TANDEM_PROVIDER; it must be one of known.
+func (c *Config) RequireProvider(flag string, known []string) (string, error) {
+	p := strings.ToLower(strings.TrimSpace(flag))
+	if p == "" {
+		p = c.Provider
+	}
+	if p == "" {
+		return "", fmt.Errorf("config: TANDEM_PROVIDER (or -provider) is required: one of %s", strings.Join(known, ", "))
+	}
+	for _, k := range known {
+		if k == p {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("config: TANDEM_PROVIDER %q: unknown provider (known: %s)", p, strings.Join(known, ", "))
 }
 
 // RequireAPITokens reports a missing TANDEM_API_TOKENS (the api cannot start

@@ -43,10 +43,13 @@ func NewRegistry() *prometheus.Registry {
 type Check struct {
 	Name string
 	Fn   func(ctx context.Context) error
+	// Soft checks are reported but do not make the process unready (the api
+	// keeps taking writes while RabbitMQ is down: they wait in the outbox).
+	Soft bool
 }
 
-// Mount adds GET /healthz (the process is alive), GET /readyz (every check
-// passes; 503 with the failing ones otherwise) and GET /metrics.
+// Mount adds GET /healthz (the process is alive), GET /readyz (each check's
+// state; 503 when a check that is not Soft fails) and GET /metrics.
 func Mount(app *fiber.App, reg *prometheus.Registry, checks ...Check) {
 	app.Get("/healthz", func(c *fiber.Ctx) error {
 		return c.JSON(fiber.Map{"status": "ok"})
@@ -58,7 +61,9 @@ func Mount(app *fiber.App, reg *prometheus.Registry, checks ...Check) {
 		out := fiber.Map{}
 		for _, ch := range checks {
 			if err := ch.Fn(ctx); err != nil {
-				status = fiber.StatusServiceUnavailable
+				if !ch.Soft {
+					status = fiber.StatusServiceUnavailable
+				}
 				out[ch.Name] = err.Error()
 			} else {
 				out[ch.Name] = "ok"
