@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+
+	"github.com/gofiber/fiber/v2"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/tandem-sync/tandem/internal/broker"
+	"github.com/tandem-sync/tandem/internal/config"
+	"github.com/tandem-sync/tandem/internal/factory"
+	"github.com/tandem-sync/tandem/internal/integrations"
+	"github.com/tandem-sync/tandem/internal/integrations/instrument"
+	"github.com/tandem-sync/tandem/internal/ops"
+	"github.com/tandem-sync/tandem/internal/store"
+	"github.com/tandem-sync/tandem/internal/worker"
+)
+
+// run reads the configuration, builds the provider, the store and the broker
+// connection, consumes until ctx is cancelled, then closes in reverse order.
+func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	providerFlag := fs.String("provider", "", "the provider this worker serves (or TANDEM_PROVIDER)")
+	migrate := fs.Bool("migrate", true, "apply pending schema migrations at start")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	providers := factory.New()
+	cfg, err := config.Load(environ, providers.Names())
+	if err != nil {
+		return err
+	}
+	name, err := cfg.RequireProvider(*providerFlag, providers.Names())
+	if err != nil {
+		return err
+	}
+	log := ops.NewLogger(stdout, cfg.LogLevel).With("process", "worker", "provider", name)
+	reg := ops.NewRegistry()
+
+	p, err := providers.Build(name, cfg, factory.Deps{Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	measure, err := instrument.Metrics(reg)
+	if err != nil {
+		return err
+	}
+	p = integrations.Wrap(p, measure)
+
+	if *migrate {
+		if err := store.Migrate(ctx, cfg.MySQLDSN); err != nil {
+			return err
+		}
+	}
+	st, err := store.Open(ctx, cfg.MySQLDSN, store.Options{MaxOpenConns: cfg.Worker.Concurrency + 4})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	conn, err := broker.Dial(ctx, cfg.AMQPURL, log, broker.Options{
+		Name:       "worker-" + name,
+		Setup:      func(ch *amqp.Channel) error { return broker.DeclareTopology(ch, []string{name}) },
+		Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	pub := broker.NewPublisher(conn, broker.PublisherOptions{})
+	defer pub.Close()
+
+	w, err := worker.New(p, st, conn, pub, worker.Config{
+		Prefetch: cfg.Worker.Prefetch, Concurrency: cfg.Worker.Concurrency,
+		MaxAttempts: cfg.MaxAttempts, Drain: cfg.Shutdown,
+	}, log, reg)
+	if err != nil {
+		return err
+	}
+
+	app := fiber.New(fiber.Config{AppName: "tandem-worker", DisableStartupMessage: true})
+	app.Use(ops.Middleware(log, ops.NewHTTPMetrics(reg)))
+	ops.Mount(app, reg, ops.Check{Name: "mysql", Fn: st.Ping}, ops.Check{Name: "rabbitmq", Fn: conn.Healthy})
+
+	served := make(chan error, 1)
+	go func() { served <- ops.Serve(ctx, app, cfg.WorkerAddr, cfg.Shutdown) }()
+	log.Info("started", "addr", cfg.WorkerAddr, "queue", broker.WorkQueue(name))
+	runErr := w.Run(ctx)
+	serveErr := <-served
+	log.Info("stopped")
+	return errors.Join(runErr, serveErr)
+}

@@ -1,0 +1,387 @@
+// Package worker consumes one provider's queue (tandem.sync.<provider>) and
+// pushes each announced change out through the provider's adapter.
+//
+// A message only names a change; the worker reads the user as committed now
+// and pushes that, under a per-(user, provider) lock held in MySQL
+// (store.SyncLocked), so however many workers run and however messages are
+// reordered or duplicated, the provider never ends on an older version than
+// MySQL holds. The outcome (remote id, synced version, pushed-state hash,
+// status, last error) is committed before the message is acked.
+//
+// Failures follow the adapter's error kinds: a transient error is retried
+// through the delay queues (tandem.retry.<provider>.<tier>) until
+// MaxAttempts, then dead-lettered; a permanent one is dead-lettered at once
+// (tandem.dead.<provider>, reason in x-tandem-error) and the link shows
+// failed with the provider's message.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/tandem-sync/tandem/internal/broker"
+	"github.com/tandem-sync/tandem/internal/integrations"
+	"github.com/tandem-sync/tandem/internal/store"
+)
+
+// Store is what the worker needs from storage.
+type Store interface {
+	SyncLocked(ctx context.Context, userID, provider string, fn store.SyncFunc) error
+}
+
+// Broker is what the worker needs from the connection manager.
+type Broker interface {
+	WaitReady(ctx context.Context) error
+	Channel() (*amqp.Channel, error)
+}
+
+// Republisher moves deliveries to the delay and dead-letter queues.
+type Republisher interface {
+	PublishRetry(ctx context.Context, provider string, d amqp.Delivery, attempt int, cause string) (time.Duration, error)
+	PublishDead(ctx context.Context, provider string, d amqp.Delivery, cause string) error
+}
+
+// Config tunes a worker.
+type Config struct {
+	// Prefetch is how many unacked messages RabbitMQ hands this worker at
+	// once (default 64).
+	Prefetch int
+	// Concurrency is how many messages are processed at once (default 32).
+	Concurrency int
+	// MaxAttempts is how many times one message is tried before it is
+	// dead-lettered (default 10).
+	MaxAttempts int
+	// Drain bounds how long in-flight messages may take to finish after
+	// the context is cancelled (default 20 s); what is left is handed back
+	// to RabbitMQ unacked.
+	Drain time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Prefetch <= 0 {
+		c.Prefetch = 64
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 32
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 10
+	}
+	if c.Drain <= 0 {
+		c.Drain = 20 * time.Second
+	}
+}
+
+// Outcomes of one message, as the outcome label of tandem_worker_messages_total.
+const (
+	OutcomeSynced      = "synced"        // pushed; the provider holds the current version
+	OutcomeDeleted     = "deleted"       // the remote object was deleted (or never existed)
+	OutcomeSkipped     = "skipped"       // already done: the link's synced version covers the message
+	OutcomeRetried     = "retried"       // transient failure, scheduled on a delay queue
+	OutcomeDead        = "dead_lettered" // permanent failure or attempts exhausted
+	OutcomeUnknownUser = "unknown_user"  // no such user row: nothing to do
+	OutcomeInvalid     = "invalid"       // not a Tandem message: dead-lettered
+)
+
+// Worker consumes one provider's work queue.
+type Worker struct {
+	provider integrations.Provider
+	name     string
+	store    Store
+	broker   Broker
+	pub      Republisher
+	cfg      Config
+	log      *slog.Logger
+	m        *metrics
+}
+
+// New returns a worker for provider p. reg receives the worker's metrics.
+func New(p integrations.Provider, st Store, b Broker, pub Republisher, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Worker, error) {
+	cfg.setDefaults()
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{provider: p, name: p.Name(), store: st, broker: b, pub: pub, cfg: cfg,
+		log: log.With("provider", p.Name()), m: m}, nil
+}
+
+// Run consumes until ctx is cancelled, reconnecting whenever the broker
+// connection drops. On cancellation it stops taking messages, lets the
+// in-flight ones finish (within Config.Drain; the rest go back to the queue
+// unacked) and returns nil.
+func (w *Worker) Run(ctx context.Context) error {
+	for {
+		if err := w.broker.WaitReady(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("worker %s: waiting for RabbitMQ: %w", w.name, err)
+		}
+		err := w.consume(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		w.log.Warn("consumer stopped; resuming when RabbitMQ is back", "error", errString(err))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// consume runs one consumer on one channel until the channel closes or ctx
+// is cancelled.
+func (w *Worker) consume(ctx context.Context) error {
+	ch, err := w.broker.Channel()
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	if err := ch.Qos(w.cfg.Prefetch, 0, false); err != nil {
+		return fmt.Errorf("setting prefetch: %w", err)
+	}
+	tag := fmt.Sprintf("tandem-worker-%s-%d", w.name, time.Now().UnixNano())
+	deliveries, err := ch.Consume(broker.WorkQueue(w.name), tag, false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("consuming %s: %w", broker.WorkQueue(w.name), err)
+	}
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	w.log.Info("consuming", "queue", broker.WorkQueue(w.name), "prefetch", w.cfg.Prefetch, "concurrency", w.cfg.Concurrency)
+
+	// Handlers run on a context that outlives ctx by the drain period, so a
+	// push under way when SIGTERM arrives can finish and be recorded.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopping := make(chan struct{})
+	var wg sync.WaitGroup
+	for range w.cfg.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range deliveries {
+				select {
+				case <-stopping:
+					// Prefetched but not started: hand it back.
+					_ = d.Nack(false, true)
+					continue
+				default:
+				}
+				w.handle(work, d)
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+
+	select {
+	case <-ctx.Done():
+		close(stopping)
+		_ = ch.Cancel(tag, false) // no new deliveries; the channel drains and closes
+		timer := time.NewTimer(w.cfg.Drain)
+		defer timer.Stop()
+		select {
+		case <-done:
+		case <-timer.C:
+			w.log.Warn("drain timeout: unfinished messages go back to the queue")
+			cancelWork()
+		}
+		return nil
+	case err := <-closed:
+		<-done
+		if err == nil {
+			return errors.New("channel closed")
+		}
+		return err
+	case <-done:
+		return errors.New("delivery channel closed")
+	}
+}
+
+// handle processes one delivery and settles it: ack after the outcome is
+// durable (in MySQL, or in a delay or dead-letter queue), nack with requeue
+// when even that failed.
+func (w *Worker) handle(ctx context.Context, d amqp.Delivery) {
+	start := time.Now()
+	msg, err := broker.Decode(d.Body)
+	if err != nil {
+		w.settleLogged(ctx, w.log.With("message_id", d.MessageId), d, OutcomeInvalid, err, 0, start)
+		return
+	}
+	log := w.log.With("event_id", msg.EventID, "user_id", msg.UserID, "version", msg.Version)
+	attempt := broker.Attempt(d) + 1
+	final := attempt >= w.cfg.MaxAttempts
+	outcome, err := w.sync(ctx, msg, attempt, final)
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrNotFound):
+		outcome, err = OutcomeUnknownUser, nil
+	case integrations.IsPermanent(err) || final:
+		outcome = OutcomeDead
+	default:
+		outcome = OutcomeRetried
+	}
+	if err != nil {
+		log.Warn("sync failed", "attempt", attempt, "outcome", outcome, "error", err.Error())
+	}
+	w.settleLogged(ctx, log, d, outcome, err, attempt, start)
+}
+
+// settleLogged makes the outcome durable where it is not yet (a delay or
+// dead-letter queue) and acks d.
+func (w *Worker) settleLogged(ctx context.Context, log *slog.Logger, d amqp.Delivery, outcome string, cause error, attempt int, start time.Time) {
+	var err error
+	switch outcome {
+	case OutcomeRetried:
+		var delay time.Duration
+		delay, err = w.pub.PublishRetry(ctx, w.name, d, attempt, cause.Error())
+		if err == nil {
+			w.m.retries.WithLabelValues(w.name, broker.TierName(delay)).Inc()
+		}
+	case OutcomeDead, OutcomeInvalid:
+		err = w.pub.PublishDead(ctx, w.name, d, cause.Error())
+		if err == nil {
+			w.m.dead.WithLabelValues(w.name).Inc()
+			log.Error("message dead-lettered", "queue", broker.DeadQueue(w.name), "error", cause.Error())
+		}
+	}
+	if err != nil {
+		// Neither a retry nor a dead letter could be made durable: hand the
+		// message back so it is not lost.
+		log.Error("could not reschedule message; requeueing", "error", err.Error())
+		_ = d.Nack(false, true)
+		w.m.messages.WithLabelValues(w.name, "requeued").Inc()
+		return
+	}
+	if err := d.Ack(false); err != nil {
+		log.Warn("ack failed; the message will be redelivered", "error", err.Error())
+	}
+	w.m.messages.WithLabelValues(w.name, outcome).Inc()
+	w.m.latency.WithLabelValues(w.name, outcome).Observe(time.Since(start).Seconds())
+}
+
+// sync pushes the user msg names, as it is now, under the per-user lock.
+func (w *Worker) sync(ctx context.Context, msg broker.Message, attempt int, final bool) (string, error) {
+	outcome := OutcomeSkipped
+	err := w.store.SyncLocked(ctx, msg.UserID, w.name, func(ctx context.Context, u store.User, l store.Link) (store.LinkUpdate, error) {
+		if l.SyncedVersion >= msg.Version {
+			outcome = OutcomeSkipped // a push at this version or later is recorded
+			return store.LinkUpdate{}, nil
+		}
+		c := customerOf(u)
+		link := integrations.Link{RemoteID: deref(l.RemoteID), MetadataKeys: l.MetadataKeyList()}
+		version := u.Version
+
+		if u.DeletedAt != nil {
+			if err := w.provider.Delete(ctx, c, link); err != nil {
+				return failure(err, attempt, final), err
+			}
+			outcome = OutcomeDeleted
+			return store.LinkUpdate{Status: store.LinkDeleted, SyncedVersion: &version}, nil
+		}
+
+		hash := c.Hash()
+		if link.RemoteID != "" && l.PushedHash != nil && *l.PushedHash == hash {
+			// The provider already holds this state (pushed before, or it
+			// came from the provider through a webhook).
+			outcome = OutcomeSynced
+			return store.LinkUpdate{Status: store.LinkSynced, SyncedVersion: &version}, nil
+		}
+		res, err := w.provider.Upsert(ctx, c, link)
+		if err != nil {
+			up := failure(err, attempt, final)
+			if res.RemoteID != "" {
+				up.RemoteID = &res.RemoteID
+			}
+			return up, err
+		}
+		outcome = OutcomeSynced
+		up := store.LinkUpdate{Status: store.LinkSynced, RemoteID: &res.RemoteID, SyncedVersion: &version,
+			PushedHash: &hash, MetadataKeys: res.MetadataKeys, SetMetadataKeys: true}
+		if len(res.Warnings) > 0 {
+			msg := strings.Join(res.Warnings, "; ")
+			up.LastError = &msg
+		}
+		return up, nil
+	})
+	return outcome, err
+}
+
+// failure is the link update recorded for a failed push: failed when the
+// message will be dead-lettered, pending (with the error) while it is retried.
+func failure(err error, attempt int, final bool) store.LinkUpdate {
+	msg := err.Error()
+	if errors.Is(err, integrations.ErrNotFound) {
+		msg = "the remote object no longer exists: " + msg
+	}
+	if integrations.IsPermanent(err) || final {
+		if final && !integrations.IsPermanent(err) {
+			msg = fmt.Sprintf("gave up after %d attempts: %s", attempt, msg)
+		}
+		return store.LinkUpdate{Status: store.LinkFailed, LastError: &msg}
+	}
+	msg = fmt.Sprintf("attempt %d failed, retrying: %s", attempt, msg)
+	return store.LinkUpdate{Status: store.LinkPending, LastError: &msg}
+}
+
+func customerOf(u store.User) integrations.Customer {
+	return integrations.Customer{UserID: u.ID, Email: u.Email, Name: u.Name, Phone: u.Phone,
+		Metadata: u.Metadata, Version: u.Version}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+type metrics struct {
+	messages *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	retries  *prometheus.CounterVec
+	dead     *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_worker_messages_total", Help: "Messages handled, by provider and outcome.",
+		}, []string{"provider", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tandem_worker_message_duration_seconds", Help: "Time to handle one message, by provider and outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
+		}, []string{"provider", "outcome"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_worker_retries_total", Help: "Messages scheduled on a delay queue, by provider and tier.",
+		}, []string{"provider", "tier"}),
+		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_worker_dead_letters_total", Help: "Messages dead-lettered, by provider.",
+		}, []string{"provider"}),
+	}
+	for _, c := range []prometheus.Collector{m.messages, m.latency, m.retries, m.dead} {
+		if reg == nil {
+			continue
+		}
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("worker: registering metrics: %w", err)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,208 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-sync/tandem/internal/broker"
+	"github.com/tandem-sync/tandem/internal/fakes/stripefake"
+	"github.com/tandem-sync/tandem/internal/integrations"
+	"github.com/tandem-sync/tandem/internal/store"
+	"github.com/tandem-sync/tandem/internal/worker"
+)
+
+func amqpHost(t *testing.T, raw string) string {
+	u, err := url.Parse(raw)
+	require.NoError(t, err)
+	return u.Host
+}
+
+func proxiedURL(t *testing.T, raw, addr string) string {
+	u, err := url.Parse(raw)
+	require.NoError(t, err)
+	u.Host = addr
+	return u.String()
+}
+
+// customerOf finds the fake's customer for a user (by metadata).
+func customersOf(fake *stripefake.Server, userID string) []stripefake.Customer {
+	return fake.CustomersWithMetadata("tandem_user_id", userID)
+}
+
+func TestCreateUpdateDeleteReachStripe(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, pipelineOpts{})
+	ctx := context.Background()
+	u, err := p.store.CreateUser(ctx, store.NewUser{Email: "ada@example.com", Name: "Ada", Phone: "+44 1",
+		Metadata: map[string]string{"plan": "pro"}}, nil)
+	require.NoError(t, err)
+	p.waitSynced(20*time.Second, store.LinkSynced, u)
+
+	l := p.link(u.ID)
+	require.NotNil(t, l.RemoteID)
+	c, ok := p.fake.Customer(*l.RemoteID)
+	require.True(t, ok)
+	require.Equal(t, "ada@example.com", c.Email)
+	require.Equal(t, "Ada", c.Name)
+	require.Equal(t, "+44 1", c.Phone)
+	require.Equal(t, map[string]string{"plan": "pro", "tandem_user_id": u.ID}, c.Metadata)
+	require.NotNil(t, l.PushedHash)
+	require.NotNil(t, l.SyncedAt)
+	require.Nil(t, l.LastError)
+
+	name := "Ada King"
+	u, err = p.store.UpdateUser(ctx, u.ID, store.Patch{Name: &name, Metadata: map[string]*string{"plan": nil}}, 0)
+	require.NoError(t, err)
+	p.waitSynced(20*time.Second, store.LinkSynced, u)
+	c, _ = p.fake.Customer(*l.RemoteID)
+	require.Equal(t, "Ada King", c.Name)
+	require.Equal(t, map[string]string{"tandem_user_id": u.ID}, c.Metadata, "a removed key is removed in Stripe")
+
+	u, err = p.store.DeleteUser(ctx, u.ID, 0)
+	require.NoError(t, err)
+	p.waitSynced(20*time.Second, store.LinkDeleted, u)
+	c, _ = p.fake.Customer(*l.RemoteID)
+	require.True(t, c.Deleted)
+	require.Equal(t, 1, p.fake.CountCreates())
+}
+
+// TestDuplicateMessagesMakeOneCustomer publishes every event a second time
+// (as a relay may after a lost confirm): one customer per user.
+func TestDuplicateMessagesMakeOneCustomer(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, pipelineOpts{workers: 2, cfg: worker.Config{Concurrency: 4}})
+	ctx := context.Background()
+	var users []store.User
+	for i := range 20 {
+		users = append(users, p.create(fmt.Sprintf("dup%d@example.com", i)))
+	}
+	// Replay the same events straight from the outbox.
+	pub := broker.NewPublisher(p.pubConn, broker.PublisherOptions{})
+	defer pub.Close()
+	var msgs []broker.Message
+	for _, u := range users {
+		msgs = append(msgs, broker.Message{EventID: "dup-" + u.ID, Type: store.EventUserCreated, UserID: u.ID,
+			Version: 1, OccurredAt: u.CreatedAt, Origin: store.OriginAPI})
+	}
+	for range 2 {
+		_, err := pub.Publish(ctx, msgs)
+		require.NoError(t, err)
+	}
+	p.waitSynced(30*time.Second, store.LinkSynced, users...)
+	require.Eventually(t, func() bool { return p.queueDepth(broker.WorkQueue("stripe")) == 0 }, 20*time.Second, 20*time.Millisecond)
+	for _, u := range users {
+		require.Len(t, customersOf(p.fake, u.ID), 1, "user %s", u.ID)
+	}
+	require.Equal(t, len(users), p.fake.CountCreates())
+}
+
+// TestRapidPatchesEndOnTheLastVersion: 50 quick PATCHes of one user with
+// several workers running concurrently; Stripe must end on the last one.
+func TestRapidPatchesEndOnTheLastVersion(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, pipelineOpts{workers: 2, cfg: worker.Config{Concurrency: 2}})
+	ctx := context.Background()
+	u := p.create("rapid@example.com")
+	for i := range 50 {
+		name := fmt.Sprintf("Name %02d", i)
+		var err error
+		u, err = p.store.UpdateUser(ctx, u.ID, store.Patch{Name: &name, Metadata: map[string]*string{"n": &name}}, 0)
+		require.NoError(t, err)
+	}
+	require.EqualValues(t, 51, u.Version)
+	p.waitSynced(30*time.Second, store.LinkSynced, u)
+	require.Eventually(t, func() bool { return p.queueDepth(broker.WorkQueue("stripe")) == 0 }, 20*time.Second, 20*time.Millisecond)
+	cs := customersOf(p.fake, u.ID)
+	require.Len(t, cs, 1)
+	require.Equal(t, "Name 49", cs[0].Name)
+	require.Equal(t, "Name 49", cs[0].Metadata["n"])
+	require.EqualValues(t, 51, p.link(u.ID).SyncedVersion)
+}
+
+// TestPermanentFailureDeadLetters: 50 metadata keys plus Tandem's own
+// tandem_user_id cannot fit Stripe's 50: dead-lettered at once, link failed.
+func TestPermanentFailureDeadLetters(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, pipelineOpts{})
+	md := map[string]string{}
+	for i := range 50 {
+		md[fmt.Sprintf("k%02d", i)] = "v"
+	}
+	u, err := p.store.CreateUser(context.Background(), store.NewUser{Email: "full@example.com", Name: "Full", Metadata: md}, nil)
+	require.NoError(t, err)
+	l := p.waitStatus(20*time.Second, u.ID, store.LinkFailed)
+	require.Contains(t, deref(l.LastError), "metadata")
+	require.Eventually(t, func() bool { return p.queueDepth(broker.DeadQueue("stripe")) == 1 }, 10*time.Second, 20*time.Millisecond)
+
+	ch, err := p.pubConn.Channel()
+	require.NoError(t, err)
+	defer ch.Close()
+	d, ok, err := ch.Get(broker.DeadQueue("stripe"), true)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Contains(t, fmt.Sprint(d.Headers[broker.HeaderError]), "metadata")
+	msg, err := broker.Decode(d.Body)
+	require.NoError(t, err)
+	require.Equal(t, u.ID, msg.UserID)
+	require.Empty(t, customersOf(p.fake, u.ID), "nothing half-created")
+}
+
+// TestWorkerSurvivesBrokerOutage cuts the workers' connection to RabbitMQ,
+// writes while it is down, restores it: everything is synced.
+func TestWorkerSurvivesBrokerOutage(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, pipelineOpts{})
+	first := p.create("before@example.com")
+	p.waitSynced(20*time.Second, store.LinkSynced, first)
+
+	p.proxy.Cut()
+	var during []store.User
+	for i := range 20 {
+		during = append(during, p.create(fmt.Sprintf("during%d@example.com", i)))
+	}
+	// The relay (not behind the proxy) queues them; no worker can take them.
+	require.Eventually(t, func() bool { return p.queueDepth(broker.WorkQueue("stripe")) == 20 }, 20*time.Second, 20*time.Millisecond)
+	p.proxy.Restore()
+	p.waitSynced(60*time.Second, store.LinkSynced, during...)
+	require.Equal(t, 21, p.fake.CountCreates())
+}
+
+// crashAfterPush pushes to Stripe, then fails as a process killed before it
+// could record the outcome and ack would: nothing is recorded and the
+// message goes back to the queue.
+type crashAfterPush struct {
+	integrations.Provider
+	crashes atomic.Int32
+}
+
+func (c *crashAfterPush) Upsert(ctx context.Context, cu integrations.Customer, l integrations.Link) (integrations.Result, error) {
+	res, err := c.Provider.Upsert(ctx, cu, l)
+	if err == nil && c.crashes.Add(1) == 1 {
+		_ = res // lost with the process
+		return integrations.Result{}, fmt.Errorf("simulated crash after the Stripe call: %w", context.Canceled)
+	}
+	return res, err
+}
+
+// TestRedeliveryAfterCrashMakesNoSecondCustomer: the first push reaches
+// Stripe but its outcome is lost; the retried message finds no remote id and
+// creates again, with the same idempotency key: still one customer.
+func TestRedeliveryAfterCrashMakesNoSecondCustomer(t *testing.T) {
+	t.Parallel()
+	crash := &crashAfterPush{}
+	p := newPipeline(t, pipelineOpts{cfg: worker.Config{}, wrap: func(pr integrations.Provider) integrations.Provider {
+		crash.Provider = pr
+		return crash
+	}})
+	u := p.create("crash@example.com")
+	p.waitSynced(30*time.Second, store.LinkSynced, u)
+	require.GreaterOrEqual(t, crash.crashes.Load(), int32(2))
+	require.Len(t, customersOf(p.fake, u.ID), 1)
+	require.Equal(t, 1, p.fake.CountCreates())
+}
