@@ -54,14 +54,14 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	// API keeps taking writes, which wait in the outbox.
 	conn, err := broker.Dial(ctx, cfg.AMQPURL, log, broker.Options{
 		Name:       "api",
-		Setup:      func(ch *amqp.Channel) error { return broker.DeclareTopology(ch, cfg.Providers) },
+		Setup:      func(ch *amqp.Channel) error { return broker.DeclareTopology(ch, cfg.Providers, cfg.RetryTiers...) },
 		Registerer: reg,
 	})
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	pub := broker.NewPublisher(conn, broker.PublisherOptions{})
+	pub := broker.NewPublisher(conn, broker.PublisherOptions{RetryTiers: cfg.RetryTiers})
 	defer pub.Close()
 
 	background, stopBackground := context.WithCancel(context.WithoutCancel(ctx))

@@ -63,14 +63,14 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 
 	conn, err := broker.Dial(ctx, cfg.AMQPURL, log, broker.Options{
 		Name:       "worker-" + name,
-		Setup:      func(ch *amqp.Channel) error { return broker.DeclareTopology(ch, []string{name}) },
+		Setup:      func(ch *amqp.Channel) error { return broker.DeclareTopology(ch, []string{name}, cfg.RetryTiers...) },
 		Registerer: reg,
 	})
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	pub := broker.NewPublisher(conn, broker.PublisherOptions{})
+	pub := broker.NewPublisher(conn, broker.PublisherOptions{RetryTiers: cfg.RetryTiers})
 	defer pub.Close()
 
 	w, err := worker.New(p, st, conn, pub, worker.Config{

@@ -36,6 +36,9 @@ type PublisherOptions struct {
 	// ConfirmTimeout bounds the wait for one batch's confirms (default 10s).
 	// A batch that times out is reported failed and its channel discarded.
 	ConfirmTimeout time.Duration
+	// RetryTiers are the delays PublishRetry chooses from (default
+	// RetryTiers); they must be the tiers the topology was declared with.
+	RetryTiers []time.Duration
 }
 
 // Publisher publishes with publisher confirms and mandatory=true on
@@ -289,7 +292,7 @@ func (p *Publisher) Close() error {
 // after PublishRetry returns nil. It returns the delay chosen; errors as for
 // Publish.
 func (p *Publisher) PublishRetry(ctx context.Context, provider string, d amqp.Delivery, attempt int, cause string) (time.Duration, error) {
-	tier := RetryTier(attempt)
+	tier := RetryTier(attempt, p.opts.RetryTiers...)
 	pub := republish(d, provider, cause)
 	pub.Headers[HeaderAttempt] = int32(attempt)
 	if _, err := p.PublishTo(ctx, "", RetryQueue(provider, tier), []amqp.Publishing{pub}); err != nil {

@@ -23,8 +23,10 @@ const Exchange = "tandem.users"
 // refuses a declaration whose arguments differ.
 const DeliveryLimit = 20
 
-// RetryTiers are the delays of the retry queues, shortest first. A message
-// retried for the nth time waits RetryTier(n).
+// RetryTiers are the default delays of the retry queues, shortest first
+// (TANDEM_RETRY_TIERS overrides them; the api and every worker of a
+// deployment must use the same tiers, since they are queue arguments). A
+// message retried for the nth time waits RetryTier(n).
 var RetryTiers = []time.Duration{time.Second, 10 * time.Second, time.Minute, 10 * time.Minute}
 
 // ErrTopologyMismatch is returned (wrapped) by DeclareTopology when an
@@ -63,15 +65,19 @@ func TierName(d time.Duration) string {
 }
 
 // RetryTier is the delay before the given retry (1 for the first retry): the
-// tiers in order, then the longest one again.
-func RetryTier(retry int) time.Duration {
+// tiers in order, then the longest one again. With no tiers given it uses
+// RetryTiers.
+func RetryTier(retry int, tiers ...time.Duration) time.Duration {
+	if len(tiers) == 0 {
+		tiers = RetryTiers
+	}
 	switch {
 	case retry < 1:
-		return RetryTiers[0]
-	case retry > len(RetryTiers):
-		return RetryTiers[len(RetryTiers)-1]
+		return tiers[0]
+	case retry > len(tiers):
+		return tiers[len(tiers)-1]
 	default:
-		return RetryTiers[retry-1]
+		return tiers[retry-1]
 	}
 }
 
@@ -118,7 +124,12 @@ func DeadQueueArgs() amqp.Table { return amqp.Table{"x-queue-type": "quorum"} }
 // wrapping ErrTopologyMismatch that names the entity and says what to do; the
 // channel is closed by RabbitMQ then. Other errors (connection lost, access
 // refused) are returned wrapped with the entity's name.
-func DeclareTopology(ch *amqp.Channel, providers []string) error {
+//
+// tiers are the retry delays (RetryTiers when none are given).
+func DeclareTopology(ch *amqp.Channel, providers []string, tiers ...time.Duration) error {
+	if len(tiers) == 0 {
+		tiers = RetryTiers
+	}
 	if err := ch.ExchangeDeclare(Exchange, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
 		return declareError("exchange", Exchange, "a durable fanout exchange", err)
 	}
@@ -134,7 +145,7 @@ func DeclareTopology(ch *amqp.Channel, providers []string) error {
 				strconv.Itoa(DeliveryLimit)+") to "+DeadQueue(p)); err != nil {
 			return err
 		}
-		for _, tier := range RetryTiers {
+		for _, tier := range tiers {
 			if err := declareQueue(ch, RetryQueue(p, tier), RetryQueueArgs(p, tier),
 				"a durable quorum queue with x-message-ttl "+strconv.FormatInt(tier.Milliseconds(), 10)+
 					" dead-lettering to "+WorkQueue(p)); err != nil {

@@ -28,19 +28,20 @@ const DefaultFile = "configs/tandem.yaml"
 
 // Config is the core configuration shared by every process.
 type Config struct {
-	MySQLDSN    string        // TANDEM_MYSQL_DSN: go-sql-driver DSN
-	AMQPURL     string        // TANDEM_AMQP_URL: RabbitMQ URL; the vhost isolates a deployment
-	APIAddr     string        // TANDEM_API_ADDR
-	WebhookAddr string        // TANDEM_WEBHOOK_ADDR
-	WorkerAddr  string        // TANDEM_WORKER_ADDR
-	APITokens   []string      // TANDEM_API_TOKENS: bearer tokens the API accepts
-	Providers   []string      // TANDEM_PROVIDERS: enabled providers
-	Provider    string        // TANDEM_PROVIDER: the provider one worker serves
-	MaxAttempts int           // TANDEM_MAX_ATTEMPTS: deliveries before dead-lettering
-	LogLevel    string        // TANDEM_LOG_LEVEL: debug, info, warn, error
-	Relay       RelayConfig   // TANDEM_RELAY_*
-	Worker      WorkerConfig  // TANDEM_WORKER_*
-	Shutdown    time.Duration // TANDEM_SHUTDOWN_TIMEOUT: drain deadline on SIGTERM
+	MySQLDSN    string          // TANDEM_MYSQL_DSN: go-sql-driver DSN
+	AMQPURL     string          // TANDEM_AMQP_URL: RabbitMQ URL; the vhost isolates a deployment
+	APIAddr     string          // TANDEM_API_ADDR
+	WebhookAddr string          // TANDEM_WEBHOOK_ADDR
+	WorkerAddr  string          // TANDEM_WORKER_ADDR
+	APITokens   []string        // TANDEM_API_TOKENS: bearer tokens the API accepts
+	Providers   []string        // TANDEM_PROVIDERS: enabled providers
+	Provider    string          // TANDEM_PROVIDER: the provider one worker serves
+	MaxAttempts int             // TANDEM_MAX_ATTEMPTS: deliveries before dead-lettering
+	RetryTiers  []time.Duration // TANDEM_RETRY_TIERS: delays of the retry queues, shortest first
+	LogLevel    string          // TANDEM_LOG_LEVEL: debug, info, warn, error
+	Relay       RelayConfig     // TANDEM_RELAY_*
+	Worker      WorkerConfig    // TANDEM_WORKER_*
+	Shutdown    time.Duration   // TANDEM_SHUTDOWN_TIMEOUT: drain deadline on SIGTERM
 
 	k *koanf.Koanf
 }
@@ -70,6 +71,7 @@ var defaults = map[string]any{
 	"providers":              "stripe",
 	"provider":               "",
 	"max_attempts":           "10",
+	"retry_tiers":            "1s,10s,1m,10m",
 	"log_level":              "info",
 	"relay_batch_size":       "200",
 	"relay_poll_interval":    "500ms",
@@ -135,6 +137,7 @@ func Load(environ []string, providers []string) (*Config, error) {
 	c.Provider = strings.ToLower(strings.TrimSpace(k.String("provider")))
 	c.LogLevel = strings.ToLower(k.String("log_level"))
 	c.MaxAttempts = c.positiveInt("max_attempts", &errs)
+	c.RetryTiers = c.durations("retry_tiers", &errs)
 	c.Relay.BatchSize = c.positiveInt("relay_batch_size", &errs)
 	c.Relay.PollInterval = c.duration("relay_poll_interval", &errs)
 	c.Relay.Retention = c.duration("relay_retention", &errs)
@@ -255,6 +258,25 @@ func (c *Config) duration(key string, errs *[]error) time.Duration {
 		return 0
 	}
 	return d
+}
+
+func (c *Config) durations(key string, errs *[]error) []time.Duration {
+	v := c.k.String(key)
+	var out []time.Duration
+	prev := time.Duration(0)
+	for _, part := range splitList(v) {
+		d, err := time.ParseDuration(part)
+		if err != nil || d < time.Millisecond || d <= prev {
+			*errs = append(*errs, fmt.Errorf("config: %s %q: want increasing durations such as 1s,10s,1m,10m", EnvName(key), v))
+			return nil
+		}
+		out = append(out, d)
+		prev = d
+	}
+	if len(out) == 0 {
+		*errs = append(*errs, fmt.Errorf("config: %s is empty: want durations such as 1s,10s,1m,10m", EnvName(key)))
+	}
+	return out
 }
 
 func splitList(s string) []string {

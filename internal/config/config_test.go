@@ -29,6 +29,7 @@ func TestShippedFileLoads(t *testing.T) {
 	require.Equal(t, 10, c.MaxAttempts)
 	require.Equal(t, ":8080", c.APIAddr)
 	require.Equal(t, 500*time.Millisecond, c.Relay.PollInterval)
+	require.Equal(t, []time.Duration{time.Second, 10 * time.Second, time.Minute, 10 * time.Minute}, c.RetryTiers)
 	require.Equal(t, "25", c.ProviderSettings("stripe").String("rate_limit"))
 	require.NoError(t, c.RequireAPITokens())
 }
@@ -64,6 +65,7 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		"TANDEM_MAX_ATTEMPTS":        {"TANDEM_MAX_ATTEMPTS=ten"},
 		"TANDEM_RELAY_POLL_INTERVAL": {"TANDEM_RELAY_POLL_INTERVAL=soon"},
 		"TANDEM_LOG_LEVEL":           {"TANDEM_LOG_LEVEL=loud"},
+		"TANDEM_RETRY_TIERS":         {"TANDEM_RETRY_TIERS=10s,1s"},
 		"TANDEM_MYSQL_DSN":           {"TANDEM_MYSQL_DSN= "},
 		"TANDEM_CONFIG":              {"TANDEM_CONFIG=/nonexistent/tandem.yaml"},
 	}

@@ -37,9 +37,12 @@ type pipeline struct {
 	proxy   *tcpproxy.Proxy // between the workers and RabbitMQ
 	pubConn *broker.Conn
 	cfg     worker.Config
+	tiers   []time.Duration
 }
 
 type pipelineOpts struct {
+	// tiers are the retry delays (default: short ones, for tests).
+	tiers   []time.Duration
 	workers int
 	cfg     worker.Config
 	// wrap decorates the provider of each worker.
@@ -49,7 +52,10 @@ type pipelineOpts struct {
 func newPipeline(t *testing.T, o pipelineOpts) *pipeline {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &pipeline{t: t, ctx: ctx, cfg: o.cfg}
+	p := &pipeline{t: t, ctx: ctx, cfg: o.cfg, tiers: o.tiers}
+	if p.tiers == nil {
+		p.tiers = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, time.Second}
+	}
 	t.Cleanup(cancel)
 	p.store, p.dsn = testutil.NewStore(t)
 	p.amqpURL = testutil.NewVhost(t)
@@ -82,7 +88,7 @@ func (p *pipeline) dial(url, name string) *broker.Conn {
 	p.t.Helper()
 	conn, err := broker.Dial(p.ctx, url, quiet, broker.Options{
 		Name:       name,
-		Setup:      func(ch *amqp.Channel) error { return broker.DeclareTopology(ch, []string{"stripe"}) },
+		Setup:      func(ch *amqp.Channel) error { return broker.DeclareTopology(ch, []string{"stripe"}, p.tiers...) },
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 	})
 	require.NoError(p.t, err)
@@ -108,7 +114,7 @@ func (p *pipeline) startWorker(name string, wrap func(integrations.Provider) int
 		prov = wrap(prov)
 	}
 	conn := p.dial(proxiedURL(p.t, p.amqpURL, p.proxy.Addr()), name)
-	pub := broker.NewPublisher(conn, broker.PublisherOptions{})
+	pub := broker.NewPublisher(conn, broker.PublisherOptions{RetryTiers: p.tiers})
 	w, err := worker.New(prov, p.store, conn, pub, p.cfg, quiet, prometheus.NewRegistry())
 	require.NoError(p.t, err)
 	ctx, cancel := context.WithCancel(p.ctx)

@@ -167,7 +167,7 @@ func TestWorkerSurvivesBrokerOutage(t *testing.T) {
 		during = append(during, p.create(fmt.Sprintf("during%d@example.com", i)))
 	}
 	// The relay (not behind the proxy) queues them; no worker can take them.
-	require.Eventually(t, func() bool { return p.queueDepth(broker.WorkQueue("stripe")) == 20 }, 20*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return p.queueDepth(broker.WorkQueue("stripe")) >= 20 }, 30*time.Second, 20*time.Millisecond)
 	p.proxy.Restore()
 	p.waitSynced(60*time.Second, store.LinkSynced, during...)
 	require.Equal(t, 21, p.fake.CountCreates())
@@ -205,4 +205,25 @@ func TestRedeliveryAfterCrashMakesNoSecondCustomer(t *testing.T) {
 	require.GreaterOrEqual(t, crash.crashes.Load(), int32(2))
 	require.Len(t, customersOf(p.fake, u.ID), 1)
 	require.Equal(t, 1, p.fake.CountCreates())
+}
+
+// TestProviderFaultsConverge: with 30 % of Stripe calls answering 429 and
+// 10 % 500, 300 users all end synced, each with exactly one customer.
+func TestProviderFaultsConverge(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, pipelineOpts{workers: 2, cfg: worker.Config{Concurrency: 8, MaxAttempts: 40}})
+	p.fake.SetFaults(stripefake.Faults{RateLimitRatio: 0.3, ServerErrorRatio: 0.1})
+	var users []store.User
+	for i := range 300 {
+		users = append(users, p.create(fmt.Sprintf("faulty%d@example.com", i)))
+	}
+	p.waitSynced(120*time.Second, store.LinkSynced, users...)
+	stats := p.fake.Stats()
+	require.Greater(t, stats.InjectedRateLimits, 50, "faults were injected")
+	require.Greater(t, stats.InjectedServerErrors, 10)
+	for _, u := range users {
+		require.Len(t, customersOf(p.fake, u.ID), 1, "user %s", u.ID)
+	}
+	require.Equal(t, 300, p.fake.CountCreates())
+	require.Zero(t, p.queueDepth(broker.DeadQueue("stripe")))
 }
