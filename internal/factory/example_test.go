@@ -50,10 +50,10 @@ func ExampleRegistry_Register() {
 	res, _ := p.Upsert(context.Background(), integrations.Customer{UserID: "u1"}, integrations.Link{})
 	fmt.Println(p.Name(), res.RemoteID)
 
-	_, err = r.Build("salesforce", cfg, factory.Deps{})
+	_, err = r.Build("hubspot", cfg, factory.Deps{})
 	fmt.Println(err)
 	// Output:
-	// [echo stripe]
+	// [echo salesforce stripe]
 	// echo echo_u1
-	// unknown provider "salesforce" (known: echo, stripe)
+	// unknown provider "hubspot" (known: echo, salesforce, stripe)
 }

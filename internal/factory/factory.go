@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tandem-sync/tandem/internal/config"
 	"github.com/tandem-sync/tandem/internal/integrations"
+	"github.com/tandem-sync/tandem/internal/integrations/salesforce"
 	"github.com/tandem-sync/tandem/internal/integrations/stripe"
 )
 
@@ -57,6 +58,7 @@ func NewRegistry() *Registry {
 func New() *Registry {
 	r := NewRegistry()
 	r.Register(stripe.Name, buildStripe)
+	r.Register(salesforce.Name, buildSalesforce)
 	return r
 }
 
@@ -115,4 +117,12 @@ func buildStripe(s config.Settings, d Deps) (integrations.Provider, error) {
 		return nil, err
 	}
 	return stripe.New(cfg, stripe.Options{Logger: d.Logger, HTTPClient: d.HTTPClient, Registerer: d.Registerer})
+}
+
+func buildSalesforce(s config.Settings, d Deps) (integrations.Provider, error) {
+	a, err := salesforce.FromSettings(s, salesforce.Options{Logger: d.Logger, HTTPClient: d.HTTPClient, Registerer: d.Registerer})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/tandem-sync/tandem/internal/config"
 	"github.com/tandem-sync/tandem/internal/factory"
 	"github.com/tandem-sync/tandem/internal/integrations"
+	"github.com/tandem-sync/tandem/internal/integrations/salesforce"
 	"github.com/tandem-sync/tandem/internal/integrations/stripe"
 )
 
@@ -20,7 +21,7 @@ func load(t *testing.T, env ...string) *config.Config {
 
 func TestNames(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, []string{"stripe"}, factory.New().Names())
+	require.Equal(t, []string{"salesforce", "stripe"}, factory.New().Names())
 	require.Empty(t, factory.NewRegistry().Names())
 }
 
@@ -43,7 +44,7 @@ func TestBuildErrors(t *testing.T) {
 		name, provider, want string
 		env                  []string
 	}{
-		{name: "unknown provider", provider: "x", want: `unknown provider "x" (known: stripe)`},
+		{name: "unknown provider", provider: "x", want: `unknown provider "x" (known: salesforce, stripe)`},
 		{name: "missing secret key", provider: "stripe", want: "building provider stripe: config: STRIPE_SECRET_KEY is required"},
 		{name: "bad rate limit", provider: "stripe", env: []string{"STRIPE_SECRET_KEY=sk_test_1", "STRIPE_RATE_LIMIT=fast"},
 			want: `config: STRIPE_RATE_LIMIT "fast": want a non-negative number`},
@@ -60,6 +61,21 @@ func TestBuildErrors(t *testing.T) {
 			require.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+func TestBuildSalesforce(t *testing.T) {
+	t.Parallel()
+	cfg := load(t,
+		"SALESFORCE_INSTANCE_URL=https://example.my.salesforce.com",
+		"SALESFORCE_TOKEN_URL=https://example.my.salesforce.com/services/oauth2/token",
+		"SALESFORCE_CLIENT_ID=client", "SALESFORCE_CLIENT_SECRET=secret")
+	p, err := factory.New().Build("salesforce", cfg, factory.Deps{})
+	require.NoError(t, err, "the worker starts without the inbound settings")
+	require.Equal(t, "salesforce", p.Name())
+	require.IsType(t, &salesforce.Adapter{}, p)
+
+	_, err = factory.New().Build("salesforce", load(t, "SALESFORCE_INSTANCE_URL=https://example.my.salesforce.com"), factory.Deps{})
+	require.EqualError(t, err, "building provider salesforce: config: SALESFORCE_TOKEN_URL, SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET are required")
 }
 
 type named struct {
