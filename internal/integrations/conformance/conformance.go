@@ -48,6 +48,11 @@ type Harness struct {
 	// ProviderMetadataKeys are metadata keys the adapter itself adds (Stripe:
 	// tandem_user_id); Lookup's metadata is compared without them.
 	ProviderMetadataKeys []string
+
+	// NewDown, if set, returns the provider wired to a backend that answers
+	// every call with a server error (5xx), so the suite can check such
+	// errors are transient. It must not share state with New's backend.
+	NewDown func(t *testing.T) integrations.Provider
 }
 
 var seq atomic.Int64
@@ -167,6 +172,35 @@ func Run(t *testing.T, h Harness) {
 			require.ErrorIs(t, err, integrations.ErrNotFound)
 			require.True(t, integrations.IsPermanent(err), "ErrNotFound is permanent: %v", err)
 		}
+	})
+
+	t.Run("InvalidEmailIsPermanent", func(t *testing.T) {
+		if !h.Stateful {
+			t.Skip("needs a backend that validates")
+		}
+		t.Parallel()
+		p, ctx := h.New(t), context.Background()
+		c := NewCustomer()
+		c.Email = "not an email"
+		_, err := p.Upsert(ctx, c, integrations.Link{})
+		require.Error(t, err)
+		require.True(t, integrations.IsPermanent(err), "the provider refuses this on every retry: %v", err)
+		require.False(t, errors.Is(err, integrations.ErrNotFound), "%v", err)
+	})
+
+	t.Run("ServerErrorsAreTransient", func(t *testing.T) {
+		if h.NewDown == nil {
+			t.Skip("Harness.NewDown not set")
+		}
+		t.Parallel()
+		p, ctx := h.NewDown(t), context.Background()
+		c := NewCustomer()
+		_, err := p.Upsert(ctx, c, integrations.Link{})
+		require.Error(t, err)
+		require.False(t, integrations.IsPermanent(err), "a 5xx must be retried: %v", err)
+		err = p.Delete(ctx, c, integrations.Link{RemoteID: "remote-1"})
+		require.Error(t, err)
+		require.False(t, integrations.IsPermanent(err), "a 5xx must be retried: %v", err)
 	})
 
 	t.Run("CanceledContextIsNotPermanent", func(t *testing.T) {

@@ -78,6 +78,13 @@ func TestConformance(t *testing.T) {
 		New:      func(t *testing.T) integrations.Provider { return newAdapter(t, cfg, nil) },
 		Stateful: true,
 		Lookup:   lookup(fake, metadataField),
+		NewDown: func(t *testing.T) integrations.Provider {
+			down := startFake(t, salesforcefake.Options{})
+			down.SetFaults(salesforcefake.Faults{ServerErrorRatio: 1})
+			c := fakeConfig(down)
+			c.MetadataField = metadataField
+			return newAdapter(t, c, nil)
+		},
 	})
 }
 
