@@ -6,16 +6,19 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tandem-sync/tandem/internal/bench"
+	"github.com/tandem-sync/tandem/internal/relay/relaybench"
 )
 
 func main() {
@@ -30,9 +33,13 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	dsn := fs.String("mysql", envOr("TANDEM_BENCH_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/"), "MySQL server DSN (its database name is replaced)")
+	amqpURL := fs.String("amqp", envOr("TANDEM_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ server (a scratch vhost is created per stage)")
+	mgmt := fs.String("rabbit-api", envOr("TANDEM_BENCH_RABBIT_API", "http://guest:guest@127.0.0.1:15672"), "RabbitMQ management API")
+	stages := fs.String("stages", "api,relay,worker,webhook", "comma-separated stages to run")
 	conc := fs.String("c", "32,64", "comma-separated concurrencies for the API stage")
-	dur := fs.Duration("duration", 5*time.Second, "measured time per run")
-	warm := fs.Duration("warmup", time.Second, "warm-up before each measured run")
+	dur := fs.Duration("duration", 5*time.Second, "measured time per API run")
+	warm := fs.Duration("warmup", time.Second, "warm-up before each measured API run")
+	messages := fs.Int("messages", 0, "messages for the relay (default 50,000) and worker (default 3,000) stages")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -56,14 +63,68 @@ func run(ctx context.Context, args []string) error {
 		}
 		cs = append(cs, n)
 	}
+	want := strings.Split(*stages, ",")
 	host, _ := os.Hostname()
-	fmt.Printf("# Tandem benchmark, %s, %s, %d CPUs, %s\n\n", time.Now().UTC().Format(time.RFC3339), host, runtime.NumCPU(), runtime.Version())
-	rows, err := bench.APIWrites(ctx, bench.APIOptions{MySQLDSN: *dsn, Concurrency: cs, Warmup: *warm, Duration: *dur, Log: os.Stderr})
-	if err != nil {
-		return err
+	fmt.Printf("# Tandem benchmark\n\n%s, host %s, %d CPUs, %s, `go run ./cmd/bench %s`\n\n",
+		time.Now().UTC().Format(time.RFC3339), host, runtime.NumCPU(), runtime.Version(), strings.Join(args, " "))
+
+	var rows []bench.Row
+	if slices.Contains(want, "api") {
+		r, err := bench.APIWrites(ctx, bench.APIOptions{MySQLDSN: *dsn, Concurrency: cs, Warmup: *warm, Duration: *dur, Log: os.Stderr})
+		if err != nil {
+			return err
+		}
+		rows = append(rows, r...)
+	}
+	if slices.Contains(want, "relay") {
+		r, err := relayStage(ctx, *dsn, *amqpURL, *mgmt, *messages)
+		if err != nil {
+			return fmt.Errorf("relay stage: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if slices.Contains(want, "worker") {
+		vhost, drop, err := bench.Vhost(*mgmt, *amqpURL)
+		if err != nil {
+			return err
+		}
+		r, err := bench.Worker(ctx, bench.WorkerOptions{MySQLDSN: *dsn, AMQPURL: vhost, Messages: *messages, Log: os.Stderr})
+		drop()
+		if err != nil {
+			return fmt.Errorf("worker stage: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if slices.Contains(want, "webhook") {
+		r, err := webhookStage(ctx, *dsn)
+		if err != nil {
+			return fmt.Errorf("webhook stage: %w", err)
+		}
+		rows = append(rows, r...)
 	}
 	bench.Table(os.Stdout, rows)
 	return nil
+}
+
+func relayStage(ctx context.Context, dsn, amqpURL, mgmt string, messages int) ([]bench.Row, error) {
+	vhost, drop, err := bench.Vhost(mgmt, amqpURL)
+	if err != nil {
+		return nil, err
+	}
+	defer drop()
+	fmt.Fprintln(os.Stderr, "relay: raw confirmed publish vs relay drain, then lag at 1,000 writes/s")
+	res, err := relaybench.Run(ctx, io.Discard, dsn, vhost, relaybench.Options{Messages: messages})
+	if err != nil {
+		return nil, err
+	}
+	raw := max(res.RawRate, res.RawNRate)
+	return []bench.Row{
+		{Stage: "RabbitMQ: raw confirmed publish (amqp091-go)", Conc: res.Workers, Ops: res.Messages, Rate: raw},
+		{Stage: "Relay: outbox drain → confirmed publish", Conc: res.Workers, Ops: res.Messages, Rate: res.RelayRate,
+			Ratios: map[string]float64{"raw publish": res.Ratio}, Note: "target ≥ 80 % of raw"},
+		{Stage: "Relay: outbox lag commit → confirm at 1,000 writes/s", Ops: res.LagUsers, Rate: res.LagWriteRate,
+			P50: res.LagP50, P99: res.LagP99, Note: "target p99 ≤ 50 ms"},
+	}, nil
 }
 
 func envOr(name, def string) string {

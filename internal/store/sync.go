@@ -4,11 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // LinkUpdate is what a worker records on a provider link after a push. Nil
@@ -41,7 +42,8 @@ type SyncFunc func(ctx context.Context, u User, l Link) (LinkUpdate, error)
 // error (after committing its update), or the error of the update.
 func (s *Store) SyncLocked(ctx context.Context, userID, provider string, fn SyncFunc) error {
 	var fnErr error
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	called := false
+	try := func(tx *gorm.DB) error {
 		now := s.clock()
 		res := tx.Exec(`INSERT INTO provider_links (user_id, provider, status, synced_version, updated_at)
 			SELECT id, ?, ?, 0, ? FROM users WHERE id = ?
@@ -50,30 +52,78 @@ func (s *Store) SyncLocked(ctx context.Context, userID, provider string, fn Sync
 		if res.Error != nil {
 			return fmt.Errorf("creating link: %w", translate(res.Error))
 		}
-		var l Link
-		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).
-			Where("user_id = ? AND provider = ?", userID, provider).Take(&l).Error; err != nil {
-			return translate(err)
+		// The insert above holds the link row's exclusive lock (a new row,
+		// or the duplicate ON DUPLICATE KEY UPDATE locked) until commit:
+		// read it and the user as committed now, in one round trip.
+		var rows []syncRow
+		if err := tx.Raw(`SELECT u.id, u.email, u.name, u.phone, u.metadata, u.version, u.created_at, u.updated_at, u.deleted_at,
+				l.user_id AS l_user_id, l.provider AS l_provider, l.remote_id AS l_remote_id, l.status AS l_status,
+				l.synced_version AS l_synced_version, l.pushed_hash AS l_pushed_hash, l.metadata_keys AS l_metadata_keys,
+				l.last_inbound_at AS l_last_inbound_at, l.last_error AS l_last_error, l.synced_at AS l_synced_at,
+				l.updated_at AS l_updated_at
+			FROM provider_links l JOIN users u ON u.id = l.user_id
+			WHERE l.user_id = ? AND l.provider = ?`, userID, provider).Scan(&rows).Error; err != nil {
+			return fmt.Errorf("reading user and link: %w", translate(err))
 		}
-		var row userRow
-		if err := tx.Where("id = ?", userID).Take(&row).Error; err != nil {
-			return fmt.Errorf("reading user: %w", translate(err))
+		if len(rows) == 0 {
+			return ErrNotFound
 		}
-		u, err := row.user()
+		u, l, err := rows[0].split()
 		if err != nil {
 			return err
 		}
+		called = true
 		up, err := fn(ctx, u, l)
 		fnErr = err
 		if up.Status == "" {
 			return nil
 		}
 		return writeLink(tx, userID, provider, up, s.clock())
-	}, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	}
+	var err error
+	for attempt := 0; ; attempt++ {
+		err = s.db.WithContext(ctx).Transaction(try, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+		// Workers racing to create the same new link can deadlock in the
+		// insert (InnoDB's duplicate-key locks); fn has not run then, so
+		// the whole transaction is safe to try again.
+		if err == nil || called || !isDeadlock(err) || attempt == 4 {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("syncing user %s to %s: %w", userID, provider, err)
 	}
 	return fnErr
+}
+
+func isDeadlock(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1213 || me.Number == 1205)
+}
+
+// syncRow is a user joined with one of its links.
+type syncRow struct {
+	ID, Email, Name, Phone, Metadata string
+	Version                          int64
+	CreatedAt, UpdatedAt             time.Time
+	DeletedAt                        *time.Time
+
+	LUserID, LProvider, LStatus string
+	LRemoteID                   *string
+	LSyncedVersion              int64
+	LPushedHash, LMetadataKeys  *string
+	LLastInboundAt              *time.Time
+	LLastError                  *string
+	LSyncedAt                   *time.Time
+	LUpdatedAt                  time.Time
+}
+
+func (r syncRow) split() (User, Link, error) {
+	u, err := userRow{ID: r.ID, Email: r.Email, Name: r.Name, Phone: r.Phone, Metadata: r.Metadata, Version: r.Version,
+		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, DeletedAt: r.DeletedAt}.user()
+	return u, Link{UserID: r.LUserID, Provider: r.LProvider, RemoteID: r.LRemoteID, Status: r.LStatus,
+		SyncedVersion: r.LSyncedVersion, PushedHash: r.LPushedHash, MetadataKeys: r.LMetadataKeys,
+		LastInboundAt: r.LLastInboundAt, LastError: r.LLastError, SyncedAt: r.LSyncedAt, UpdatedAt: r.LUpdatedAt}, err
 }
 
 func writeLink(tx *gorm.DB, userID, provider string, up LinkUpdate, now time.Time) error {
