@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 
 	"github.com/tandem-sync/tandem/internal/config"
 )
@@ -26,6 +27,18 @@ type Config struct {
 	// RateLimit is the number of requests per second this process sends at
 	// most. STRIPE_RATE_LIMIT; default DefaultRateLimit.
 	RateLimit float64
+
+	// WebhookSecret is the signing secret of the webhook endpoint
+	// (whsec_…). STRIPE_WEBHOOK_SECRET; required by the webhook process
+	// only (see Adapter.CheckWebhookConfig), so Validate does not ask for it.
+	WebhookSecret string
+
+	// AcceptAPIVersionMismatch makes the webhook accept events rendered in
+	// another API version than the one stripe-go v76 speaks
+	// (stripego.APIVersion, 2023-10-16), which it rejects otherwise.
+	// STRIPE_ACCEPT_API_VERSION_MISMATCH; default false. Pin the endpoint to
+	// that version instead when you can.
+	AcceptAPIVersionMismatch bool
 }
 
 // ConfigFrom reads the adapter's settings (config.Config.ProviderSettings
@@ -39,7 +52,14 @@ func ConfigFrom(s config.Settings) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	c := Config{SecretKey: key, APIBase: s.String("api_base"), RateLimit: limit}
+	accept := false
+	if v := s.String("accept_api_version_mismatch"); v != "" {
+		if accept, err = strconv.ParseBool(v); err != nil {
+			return Config{}, fmt.Errorf("config: %s %q: want true or false", s.Var("accept_api_version_mismatch"), v)
+		}
+	}
+	c := Config{SecretKey: key, APIBase: s.String("api_base"), RateLimit: limit,
+		WebhookSecret: s.String("webhook_secret"), AcceptAPIVersionMismatch: accept}
 	return c, c.Validate()
 }
 

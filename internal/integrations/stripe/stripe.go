@@ -111,6 +111,7 @@ type Adapter struct {
 	customers customer.Client
 	limiter   *limiter
 	logger    *slog.Logger
+	cfg       Config // the webhook reads WebhookSecret and AcceptAPIVersionMismatch
 }
 
 var _ integrations.Provider = (*Adapter)(nil)
@@ -147,6 +148,7 @@ func New(cfg Config, opts Options) (*Adapter, error) {
 		customers: customer.Client{B: stripego.GetBackendWithConfig(stripego.APIBackend, backendCfg), Key: cfg.SecretKey},
 		limiter:   newLimiter(cfg.RateLimit, m),
 		logger:    logger,
+		cfg:       cfg,
 	}, nil
 }
 

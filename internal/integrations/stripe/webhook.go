@@ -1,0 +1,139 @@
+package stripe
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	stripego "github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/webhook"
+
+	"github.com/tandem-sync/tandem/internal/integrations"
+)
+
+// WebhookTolerance is how old a Stripe-Signature timestamp may be (Stripe's
+// own default): older deliveries are refused as replays.
+const WebhookTolerance = 300 * time.Second
+
+// APIVersion is the Stripe API version the webhook endpoint must be pinned
+// to: the one stripe-go v76 decodes. Events of another version are refused
+// unless Config.AcceptAPIVersionMismatch is set.
+const APIVersion = stripego.APIVersion
+
+// Event types the receiver handles; every other type is InboundIgnored.
+const (
+	EventCustomerCreated = "customer.created"
+	EventCustomerUpdated = "customer.updated"
+	EventCustomerDeleted = "customer.deleted"
+)
+
+// ReservedMetadataPrefix starts the metadata keys reserved for Tandem; the
+// receiver maps customers without them.
+const ReservedMetadataPrefix = "tandem_"
+
+var _ integrations.WebhookReceiver = (*Adapter)(nil)
+
+// CheckWebhookConfig reports a missing STRIPE_WEBHOOK_SECRET.
+func (a *Adapter) CheckWebhookConfig() error {
+	if a.cfg.WebhookSecret == "" {
+		return errors.New("config: STRIPE_WEBHOOK_SECRET is required (the signing secret of the Stripe webhook endpoint, whsec_…)")
+	}
+	return nil
+}
+
+// ParseWebhook verifies a Stripe webhook delivery and decodes its event. The
+// Stripe-Signature header must carry a v1 signature of body made with
+// Config.WebhookSecret at most WebhookTolerance ago (else an error wrapping
+// integrations.ErrUnverified). The body must be JSON (Content-Type
+// application/json), an event of APIVersion (unless
+// Config.AcceptAPIVersionMismatch), with an id and a time; a customer event
+// must carry a customer with an id (else integrations.ErrBadPayload).
+//
+// customer.created, customer.updated and customer.deleted map the customer
+// as CustomerFrom does, without the metadata keys starting with "tandem_";
+// UserID is its metadata.tandem_user_id; Echo is set when the request that
+// caused the event had an idempotency key starting with "tandem-". Every
+// other event type is one InboundIgnored event.
+func (a *Adapter) ParseWebhook(_ context.Context, header http.Header, body []byte) ([]integrations.InboundEvent, error) {
+	if err := a.CheckWebhookConfig(); err != nil {
+		return nil, err
+	}
+	ev, err := webhook.ConstructEventWithOptions(body, header.Get("Stripe-Signature"), a.cfg.WebhookSecret,
+		webhook.ConstructEventOptions{Tolerance: WebhookTolerance, IgnoreAPIVersionMismatch: true})
+	switch {
+	case errors.Is(err, webhook.ErrNotSigned), errors.Is(err, webhook.ErrInvalidHeader),
+		errors.Is(err, webhook.ErrNoValidSignature), errors.Is(err, webhook.ErrTooOld):
+		return nil, fmt.Errorf("%w: stripe: %w", integrations.ErrUnverified, err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: stripe: the body is not a Stripe event: %s", integrations.ErrBadPayload, err)
+	}
+	if mt, _, err := mime.ParseMediaType(header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return nil, fmt.Errorf("%w: stripe: Content-Type %q: want application/json", integrations.ErrBadPayload, header.Get("Content-Type"))
+	}
+	if ev.APIVersion != APIVersion && !a.cfg.AcceptAPIVersionMismatch {
+		return nil, fmt.Errorf("%w: stripe: event %s has API version %q; pin the webhook endpoint to %s (or set STRIPE_ACCEPT_API_VERSION_MISMATCH=true)",
+			integrations.ErrBadPayload, ev.ID, ev.APIVersion, APIVersion)
+	}
+	if ev.ID == "" || ev.Type == "" || ev.Created <= 0 {
+		return nil, fmt.Errorf("%w: stripe: the event lacks an id, a type or a creation time", integrations.ErrBadPayload)
+	}
+	out := integrations.InboundEvent{ID: ev.ID, RawType: string(ev.Type), Kind: integrations.InboundIgnored, Raw: body}
+	switch ev.Type {
+	case EventCustomerCreated:
+		out.Kind = integrations.InboundCreated
+	case EventCustomerUpdated:
+		out.Kind = integrations.InboundUpdated
+	case EventCustomerDeleted:
+		out.Kind = integrations.InboundDeleted
+	default:
+		return []integrations.InboundEvent{out}, nil
+	}
+	var cust stripego.Customer
+	if ev.Data == nil || len(ev.Data.Raw) == 0 || json.Unmarshal(ev.Data.Raw, &cust) != nil || cust.ID == "" {
+		return nil, fmt.Errorf("%w: stripe: event %s (%s) carries no customer with an id", integrations.ErrBadPayload, ev.ID, ev.Type)
+	}
+	out.RemoteID = cust.ID
+	out.OccurredAt = time.Unix(ev.Created, 0).UTC()
+	out.Customer, out.UserID = inboundCustomer(&cust)
+	out.Echo = ev.Request != nil && integrations.IsTandemKey(ev.Request.IdempotencyKey)
+	return []integrations.InboundEvent{out}, nil
+}
+
+// Fetch reads customer remoteID. found is false when Stripe does not know it
+// (any 404) or it is deleted. Errors follow the contract's kinds.
+func (a *Adapter) Fetch(ctx context.Context, remoteID string) (integrations.Customer, bool, error) {
+	p := &stripego.CustomerParams{}
+	p.Context = ctx
+	cust, err := a.call(ctx, func() (*stripego.Customer, error) { return a.customers.Get(remoteID, p) })
+	if se, ok := stripeError(err); ok && se.HTTPStatusCode == http.StatusNotFound {
+		// resource_missing, or an id Stripe cannot even route.
+		return integrations.Customer{}, false, nil
+	}
+	if err != nil {
+		return integrations.Customer{}, false, fmt.Errorf("stripe: reading customer %s: %w", remoteID, err)
+	}
+	if cust.Deleted {
+		return integrations.Customer{}, false, nil
+	}
+	c, _ := inboundCustomer(cust)
+	return c, true, nil
+}
+
+// inboundCustomer maps a customer like CustomerFrom, without the reserved
+// metadata keys, and returns its tandem_user_id apart.
+func inboundCustomer(cust *stripego.Customer) (integrations.Customer, string) {
+	c := CustomerFrom(cust)
+	userID := c.UserID
+	c.UserID = ""
+	for k := range c.Metadata {
+		if strings.HasPrefix(k, ReservedMetadataPrefix) {
+			delete(c.Metadata, k)
+		}
+	}
+	return c, userID
+}

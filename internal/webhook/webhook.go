@@ -1,0 +1,331 @@
+// Package webhook is Tandem's inbound side (DESIGN §1, §6): one route POST
+// /webhook/<provider> for every enabled provider that implements
+// integrations.WebhookReceiver. A delivery is verified by the provider's
+// receiver, then each of its events is applied to MySQL with
+// store.ApplyInbound: once (de-duplicated by event id), in order (older
+// events and echoes of Tandem's own pushes are ignored), in one transaction
+// per event and without an outbox row, so an inbound change is never
+// published again and no echo loop can start.
+//
+// Answers:
+//
+//   - 200 when every event was applied or recognised (duplicate, stale,
+//     echo, ignored, conflict: see store.InboundOutcome), with a JSON body
+//     listing the outcomes, or the receiver's own acknowledgement
+//     (integrations.WebhookResponder);
+//   - 400 application/problem+json when the delivery cannot be verified
+//     (type .../problems/unverified) or read (.../problems/bad-payload):
+//     nothing is stored;
+//   - 413 for a body over 1 MiB;
+//   - 500 when an event could not be applied (database or provider
+//     failure): nothing of that event is committed, and the provider's
+//     retry applies it.
+//
+// Metrics: tandem_webhook_events_total{provider, kind, outcome} (outcome
+// "unhandled" for event types the receiver ignores, "error" for failures),
+// tandem_webhook_rejected_total{provider, reason} (unverified, bad_payload),
+// tandem_webhook_conflicts_total{provider}; plus the HTTP metrics of package
+// ops.
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-sync/tandem/internal/integrations"
+	"github.com/tandem-sync/tandem/internal/ops"
+	"github.com/tandem-sync/tandem/internal/store"
+)
+
+// BodyLimit is the largest delivery accepted (413 beyond).
+const BodyLimit = 1 << 20
+
+// FetchTimeout bounds one re-read of a remote object.
+const FetchTimeout = 10 * time.Second
+
+// Store is what the webhook needs from storage.
+type Store interface {
+	ApplyInbound(ctx context.Context, provider string, ev store.InboundChange, refetch store.RefetchFunc) (store.InboundResult, error)
+}
+
+// Receivers picks, from built providers, those that receive webhooks
+// (integrations.WebhookReceiver, looked up on the undecorated provider),
+// keyed by name, and checks each one's webhook configuration. skipped names
+// the providers without the capability. It returns the first configuration
+// error (naming the variable at fault).
+func Receivers(providers ...integrations.Provider) (receivers map[string]integrations.WebhookReceiver, skipped []string, err error) {
+	receivers = map[string]integrations.WebhookReceiver{}
+	for _, p := range providers {
+		r, ok := p.(integrations.WebhookReceiver)
+		if !ok {
+			skipped = append(skipped, p.Name())
+			continue
+		}
+		if err := r.CheckWebhookConfig(); err != nil {
+			return nil, nil, err
+		}
+		receivers[p.Name()] = r
+	}
+	return receivers, skipped, nil
+}
+
+// metrics are the webhook's own counters.
+type metrics struct {
+	events    *prometheus.CounterVec
+	rejected  *prometheus.CounterVec
+	conflicts *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_webhook_events_total",
+			Help: "Verified inbound events by provider, kind (created, updated, deleted, ignored) and outcome.",
+		}, []string{"provider", "kind", "outcome"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_webhook_rejected_total",
+			Help: "Webhook deliveries refused with 400, by provider and reason (unverified, bad_payload).",
+		}, []string{"provider", "reason"}),
+		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_webhook_conflicts_total",
+			Help: "Inbound events that left their link in conflict (an email another user holds, a state Tandem cannot store).",
+		}, []string{"provider"}),
+	}
+	reg.MustRegister(m.events, m.rejected, m.conflicts)
+	return m
+}
+
+// New builds the webhook's Fiber app: POST /webhook/<name> for each
+// receiver (keyed by provider name), GET /healthz, /readyz (checks) and
+// /metrics (reg, which also gets the webhook's metrics).
+func New(receivers map[string]integrations.WebhookReceiver, st Store, log *slog.Logger, reg *prometheus.Registry, checks ...ops.Check) *fiber.App {
+	app := fiber.New(fiber.Config{
+		AppName:               "tandem-webhook",
+		BodyLimit:             BodyLimit,
+		DisableStartupMessage: true,
+		ErrorHandler:          errorHandler(log),
+		ReadTimeout:           30 * time.Second,
+		WriteTimeout:          30 * time.Second,
+		IdleTimeout:           2 * time.Minute,
+	})
+	app.Use(ops.Middleware(log, ops.NewHTTPMetrics(reg)))
+	ops.Mount(app, reg, checks...)
+	m := newMetrics(reg)
+	for _, name := range slices.Sorted(maps.Keys(receivers)) {
+		h := &handler{name: name, recv: receivers[name], store: st, log: log.With("provider", name), m: m}
+		h.responder, _ = receivers[name].(integrations.WebhookResponder)
+		app.Post("/webhook/"+name, h.serve)
+	}
+	return app
+}
+
+// handler serves one provider's route.
+type handler struct {
+	name      string
+	recv      integrations.WebhookReceiver
+	responder integrations.WebhookResponder
+	store     Store
+	log       *slog.Logger
+	m         *metrics
+}
+
+// outcomeJSON is one event's outcome in the 200 answer.
+type outcomeJSON struct {
+	ID      string `json:"id"`
+	Type    string `json:"type"`
+	Outcome string `json:"outcome"`
+	UserID  string `json:"user_id,omitempty"`
+}
+
+func (h *handler) serve(c *fiber.Ctx) error {
+	ctx := c.UserContext()
+	log := ops.Logger(ctx, h.log).With("provider", h.name)
+	// Fiber reuses its buffers once the handler returns: copy what the
+	// receiver gets. The raw body (not c.Body(), which would decode a
+	// Content-Encoding) is what the signature covers.
+	body := bytes.Clone(c.Request().Body())
+	header := http.Header{}
+	c.Request().Header.VisitAll(func(k, v []byte) { header.Add(string(k), string(v)) })
+
+	events, err := h.recv.ParseWebhook(ctx, header, body)
+	switch {
+	case errors.Is(err, integrations.ErrUnverified):
+		h.m.rejected.WithLabelValues(h.name, "unverified").Inc()
+		log.Warn("webhook refused: not verified", "error", err.Error())
+		return problem(fiber.StatusBadRequest, "unverified", "the delivery's signature is missing, wrong or too old")
+	case errors.Is(err, integrations.ErrBadPayload):
+		h.m.rejected.WithLabelValues(h.name, "bad_payload").Inc()
+		log.Warn("webhook refused: unreadable", "error", err.Error())
+		return problem(fiber.StatusBadRequest, "bad-payload", err.Error())
+	case err != nil:
+		return fmt.Errorf("%s receiver: %w", h.name, err)
+	}
+	for _, ev := range events {
+		if err := checkEvent(ev); err != nil {
+			h.m.rejected.WithLabelValues(h.name, "bad_payload").Inc()
+			log.Warn("webhook refused: unreadable", "error", err.Error())
+			return problem(fiber.StatusBadRequest, "bad-payload", err.Error())
+		}
+	}
+
+	out := make([]outcomeJSON, 0, len(events))
+	for _, ev := range events {
+		if ev.Kind == integrations.InboundIgnored {
+			h.m.events.WithLabelValues(h.name, string(ev.Kind), "unhandled").Inc()
+			log.Debug("inbound event of an unhandled type", "event_id", ev.ID, "event_type", ev.RawType)
+			out = append(out, outcomeJSON{ID: ev.ID, Type: ev.RawType, Outcome: "unhandled"})
+			continue
+		}
+		res, err := h.store.ApplyInbound(ctx, h.name, change(ev), h.refetch(ev.RemoteID))
+		if err != nil {
+			h.m.events.WithLabelValues(h.name, string(ev.Kind), "error").Inc()
+			return err
+		}
+		h.m.events.WithLabelValues(h.name, string(ev.Kind), string(res.Outcome)).Inc()
+		attrs := []any{"event_id", ev.ID, "event_type", ev.RawType, "remote_id", ev.RemoteID,
+			"outcome", string(res.Outcome), "user_id", res.UserID, "version", res.Version, "refetched", res.Refetched}
+		switch res.Outcome {
+		case store.InboundConflict, store.InboundInvalid:
+			h.m.conflicts.WithLabelValues(h.name).Inc()
+			log.Warn("inbound event needs an operator", append(attrs, "detail", res.Detail)...)
+		case store.InboundIgnoredNoEmail:
+			log.Info("inbound event ignored", append(attrs, "detail", res.Detail)...)
+		default:
+			log.Debug("inbound event", attrs...)
+		}
+		out = append(out, outcomeJSON{ID: ev.ID, Type: ev.RawType, Outcome: string(res.Outcome), UserID: res.UserID})
+	}
+	if h.responder != nil {
+		ct, b := h.responder.Ack(events)
+		c.Set(fiber.HeaderContentType, ct)
+		return c.Status(fiber.StatusOK).Send(b)
+	}
+	return c.Status(fiber.StatusOK).JSON(fiber.Map{"received": len(events), "events": out})
+}
+
+// refetch re-reads remoteID through the receiver, as the store needs it.
+func (h *handler) refetch(remoteID string) store.RefetchFunc {
+	return func(ctx context.Context) (store.RemoteState, bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, FetchTimeout)
+		defer cancel()
+		c, found, err := h.recv.Fetch(ctx, remoteID)
+		if err != nil || !found {
+			return store.RemoteState{}, false, err
+		}
+		return stateOf(c), true, nil
+	}
+}
+
+// change is the store's view of a verified event.
+func change(ev integrations.InboundEvent) store.InboundChange {
+	return store.InboundChange{
+		EventID:    ev.ID,
+		EventType:  ev.RawType,
+		Deleted:    ev.Kind == integrations.InboundDeleted,
+		RemoteID:   ev.RemoteID,
+		UserID:     ev.UserID,
+		OccurredAt: ev.OccurredAt,
+		Echo:       ev.Echo,
+		State:      stateOf(ev.Customer),
+		Payload:    ev.Raw,
+	}
+}
+
+// stateOf maps a remote customer to the store's state, with the hash the
+// pushing side computes.
+func stateOf(c integrations.Customer) store.RemoteState {
+	return store.RemoteState{Email: c.Email, Name: c.Name, Phone: c.Phone, Metadata: c.Metadata, Hash: c.Hash()}
+}
+
+// checkEvent refuses events whose ids cannot be keys (the receiver's bug or
+// a hostile sender holding the secret): 400 rather than a database error.
+func checkEvent(ev integrations.InboundEvent) error {
+	switch {
+	case !key(ev.ID, 255):
+		return fmt.Errorf("event id %q: want 1-255 printable ASCII bytes", ev.ID)
+	case !key(ev.RawType, 64):
+		return fmt.Errorf("event %s: type %q: want 1-64 printable ASCII bytes", ev.ID, ev.RawType)
+	case ev.Kind == integrations.InboundIgnored:
+		return nil
+	case ev.Kind != integrations.InboundCreated && ev.Kind != integrations.InboundUpdated && ev.Kind != integrations.InboundDeleted:
+		return fmt.Errorf("event %s: unknown kind %q", ev.ID, ev.Kind)
+	case !key(ev.RemoteID, 255):
+		return fmt.Errorf("event %s: object id %q: want 1-255 printable ASCII bytes", ev.ID, ev.RemoteID)
+	case ev.OccurredAt.IsZero():
+		return fmt.Errorf("event %s: no time", ev.ID)
+	}
+	return nil
+}
+
+func key(s string, max int) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// Problem is an RFC 9457 problem document, as the REST API sends them.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+}
+
+func (p *Problem) Error() string { return p.Title + ": " + p.Detail }
+
+const problemBase = "https://tandem-sync.dev/problems/"
+
+func problem(status int, slug, detail string) *Problem {
+	return &Problem{Type: problemBase + slug, Title: http.StatusText(status), Status: status, Detail: detail}
+}
+
+// errorHandler writes err as problem+json: the one place errors become
+// statuses. 5xx are logged (once, here) with the request's logger.
+func errorHandler(base *slog.Logger) fiber.ErrorHandler {
+	return func(c *fiber.Ctx, err error) error {
+		var p *Problem
+		var fe *fiber.Error
+		switch {
+		case errors.As(err, &p):
+		case errors.As(err, &fe):
+			switch fe.Code {
+			case fiber.StatusRequestEntityTooLarge:
+				p = problem(fe.Code, "too-large", "the request body is larger than 1 MiB")
+			case fiber.StatusNotFound:
+				p = problem(fe.Code, "no-route", "no such route")
+			case fiber.StatusMethodNotAllowed:
+				p = problem(fe.Code, "method-not-allowed", "method not allowed on this route")
+			default:
+				p = problem(fe.Code, "http", fe.Message)
+			}
+		default:
+			p = problem(fiber.StatusInternalServerError, "internal", "the event could not be applied; retry later (see the logs for this request id)")
+		}
+		if p.Status >= 500 {
+			ops.Logger(c.UserContext(), base).Error("webhook failed", "error", err.Error())
+		}
+		b, merr := json.Marshal(p)
+		if merr != nil {
+			return merr
+		}
+		c.Set(fiber.HeaderContentType, "application/problem+json")
+		return c.Status(p.Status).Send(b)
+	}
+}
