@@ -149,7 +149,9 @@ func writeLink(tx *gorm.DB, userID, provider string, up LinkUpdate, now time.Tim
 			set["metadata_keys"] = string(b)
 		}
 	}
-	res := tx.Model(&Link{}).Where("user_id = ? AND provider = ?", userID, provider).Updates(set)
+	// FORCE INDEX: on a small table MariaDB may plan this as a range scan
+	// of provider_links_remote, locking rows other workers need.
+	res := tx.Table("provider_links FORCE INDEX (PRIMARY)").Where("user_id = ? AND provider = ?", userID, provider).Updates(set)
 	if res.Error != nil {
 		return fmt.Errorf("writing link: %w", translate(res.Error))
 	}
