@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,8 +90,30 @@ type RemoteState struct {
 	Metadata map[string]string
 	// Hash is the fingerprint of this state as the pushing side computes it
 	// (integrations.Customer.Hash); it is compared with, and stored as, the
-	// link's pushed_hash.
+	// link's pushed_hash. Unused with KeepMetadata.
 	Hash string
+	// KeepMetadata says the provider does not hold metadata: Metadata is
+	// ignored, the user keeps its own (a user made from the state gets
+	// none), and the link's metadata keys are left alone.
+	KeepMetadata bool
+	// HashWith, required with KeepMetadata, is the fingerprint of this
+	// state holding the given metadata (the user's): the state as the
+	// pushing side would compute it.
+	HashWith func(metadata map[string]string) string
+}
+
+// resolve returns the state the user would take when it holds md: st itself,
+// or with KeepMetadata, st holding md.
+func (st RemoteState) resolve(md map[string]string) (RemoteState, error) {
+	if !st.KeepMetadata {
+		return st, nil
+	}
+	if st.HashWith == nil {
+		return st, errors.New("a remote state without metadata needs HashWith")
+	}
+	st.Metadata = maps.Clone(md)
+	st.Hash = st.HashWith(md)
+	return st, nil
 }
 
 // InboundChange is one verified inbound event, as ApplyInbound needs it.
@@ -152,6 +173,10 @@ var errRaceLost = errors.New("lost a race for a provider link")
 //     (version + 1 if that changes anything) and the link records the
 //     version, the state's hash and metadata keys as synced.
 //
+// A state with KeepMetadata (a provider that holds no metadata) leaves the
+// user's metadata and the link's metadata keys as they are, and is compared
+// with the pushed state as holding the user's metadata.
+//
 // An unknown remote object is linked to the live user with its email when
 // that user has no remote object for this provider (InboundLinked), or
 // becomes a new user (InboundCreated); one without an email is
@@ -168,6 +193,13 @@ func (s *Store) ApplyInbound(ctx context.Context, provider string, ev InboundCha
 		return InboundResult{}, err
 	}
 	ev.OccurredAt = ev.OccurredAt.UTC().Truncate(time.Microsecond)
+	// Without metadata, a user made from the state gets none; a known user's
+	// is filled in once locked.
+	st, err := ev.State.resolve(nil)
+	if err != nil {
+		return InboundResult{}, fmt.Errorf("applying %s event %s: %w", provider, ev.EventID, err)
+	}
+	ev.State = st
 	if len(ev.UserID) > 36 || !printableASCII(ev.UserID) {
 		ev.UserID = "" // not an id Tandem made: no user is tagged
 	}
@@ -280,7 +312,7 @@ func (s *Store) applyInbound(ctx context.Context, provider string, ev InboundCha
 		}
 		res = t.res
 		return nil
-	}, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	}) // READ COMMITTED: the session default
 	if errors.Is(err, duplicate) {
 		return InboundResult{Outcome: InboundDuplicate, Detail: "event already received"}, nil
 	}
@@ -472,6 +504,10 @@ func (t *inboundTx) known(ctx context.Context, l Link, cur *User, claimed bool) 
 		}
 		state = st
 	}
+	state, err := state.resolve(cur.Metadata)
+	if err != nil {
+		return fmt.Errorf("re-reading %s object %s: %w", t.provider, ev.RemoteID, err)
+	}
 	if !claimed && l.PushedHash != nil && *l.PushedHash == state.Hash {
 		if l.Status == LinkConflict {
 			// The remote object is back to what Tandem pushed: whatever
@@ -523,7 +559,9 @@ func (t *inboundTx) known(ctx context.Context, l Link, cur *User, claimed bool) 
 	set["synced_version"] = next.Version
 	set["synced_at"] = t.now
 	set["pushed_hash"] = state.Hash
-	set["metadata_keys"] = metadataKeys(state.Metadata)
+	if !state.KeepMetadata {
+		set["metadata_keys"] = metadataKeys(state.Metadata)
+	}
 	set["last_error"] = nil
 	if err := t.writeLink(l.UserID, set); err != nil {
 		return err

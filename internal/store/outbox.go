@@ -12,11 +12,12 @@ import (
 	"gorm.io/gorm/clause"
 )
 
-// relayTx is the isolation of the outbox relay's transactions. READ
-// COMMITTED takes no gap locks: the relay's claim (a range scan of the
-// unpublished rows) must not block the inserts of new outbox rows, which land
-// right after the rows it holds.
-var relayTx = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+// relayTx is the isolation of the outbox relay's transactions: nil, the
+// session default, READ COMMITTED (see Open). READ COMMITTED takes no gap
+// locks: the relay's claim (a range scan of the unpublished rows) must not
+// block the inserts of new outbox rows, which land right after the rows it
+// holds.
+var relayTx *sql.TxOptions
 
 // PublishFunc publishes claimed outbox rows and returns the ids
 // (OutboxEvent.ID) of those the broker confirmed. It may return some ids and

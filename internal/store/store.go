@@ -5,6 +5,10 @@
 // sentinel errors below, and only here: gorm.ErrRecordNotFound becomes
 // ErrNotFound, MySQL error 1062 (duplicate key) becomes ErrConflict.
 //
+// Sessions run at READ COMMITTED (set once per connection, so transactions
+// need no SET TRANSACTION round trip): the store's transactions lock what
+// they depend on explicitly and want to read the latest committed rows.
+//
 // Every change to a user is written in one transaction with its outbox row
 // (or, for inbound webhook changes, deliberately without one), so a change is
 // either committed together with the event that announces it, or not at all.
@@ -15,6 +19,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -60,6 +65,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	isolation, err := isolationVariable(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Params[isolation] = "'READ-COMMITTED'"
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store: TANDEM_MYSQL_DSN: %w", err)
@@ -108,6 +118,27 @@ func ParseDSN(dsn string) (*mysql.Config, error) {
 	// Timestamps are written as UTC; make the session agree.
 	cfg.Params["time_zone"] = "'+00:00'"
 	return cfg, nil
+}
+
+// isolationVariable names the session variable of the isolation level:
+// tx_isolation on MariaDB, transaction_isolation on MySQL 8.
+func isolationVariable(ctx context.Context, cfg *mysql.Config) (string, error) {
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return "", fmt.Errorf("store: TANDEM_MYSQL_DSN: %w", err)
+	}
+	db := sql.OpenDB(connector)
+	defer db.Close()
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var version string
+	if err := db.QueryRowContext(pingCtx, "SELECT VERSION()").Scan(&version); err != nil {
+		return "", fmt.Errorf("store: connecting to MySQL: %w", err)
+	}
+	if strings.Contains(strings.ToLower(version), "mariadb") {
+		return "tx_isolation", nil
+	}
+	return "transaction_isolation", nil
 }
 
 // OnCommit registers fn to be called after every transaction that wrote

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -82,7 +81,7 @@ func (s *Store) SyncLocked(ctx context.Context, userID, provider string, fn Sync
 	}
 	var err error
 	for attempt := 0; ; attempt++ {
-		err = s.db.WithContext(ctx).Transaction(try, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+		err = s.db.WithContext(ctx).Transaction(try) // READ COMMITTED: the session default
 		// Workers racing to create the same new link can deadlock in the
 		// insert (InnoDB's duplicate-key locks); fn has not run then, so
 		// the whole transaction is safe to try again.
