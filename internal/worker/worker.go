@@ -124,7 +124,18 @@ func (w *Worker) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("worker %s: waiting for RabbitMQ: %w", w.name, err)
+			if !errors.Is(err, broker.ErrTopologyMismatch) {
+				return fmt.Errorf("worker %s: waiting for RabbitMQ: %w", w.name, err)
+			}
+			// An operator must fix the queues; stay up (unready) rather
+			// than crash-loop, and look again later.
+			w.log.Error("cannot consume until the RabbitMQ topology is fixed", "error", err.Error())
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(15 * time.Second):
+			}
+			continue
 		}
 		err := w.consume(ctx)
 		if ctx.Err() != nil {

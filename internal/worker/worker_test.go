@@ -2,18 +2,23 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-sync/tandem/internal/broker"
 	"github.com/tandem-sync/tandem/internal/fakes/stripefake"
 	"github.com/tandem-sync/tandem/internal/integrations"
+	"github.com/tandem-sync/tandem/internal/integrations/stripe"
 	"github.com/tandem-sync/tandem/internal/store"
+	"github.com/tandem-sync/tandem/internal/testutil"
 	"github.com/tandem-sync/tandem/internal/worker"
 )
 
@@ -226,4 +231,50 @@ func TestProviderFaultsConverge(t *testing.T) {
 	}
 	require.Equal(t, 300, p.fake.CountCreates())
 	require.Zero(t, p.queueDepth(broker.DeadQueue("stripe")))
+}
+
+// TestTopologyMismatchKeepsTheWorkerUp: a work queue declared elsewhere
+// with other arguments makes the worker unready and loud, not crash.
+func TestTopologyMismatchKeepsTheWorkerUp(t *testing.T) {
+	t.Parallel()
+	st, _ := testutil.NewStore(t)
+	url := testutil.NewVhost(t)
+	raw, err := amqp.Dial(url)
+	require.NoError(t, err)
+	ch, err := raw.Channel()
+	require.NoError(t, err)
+	_, err = ch.QueueDeclare(broker.WorkQueue("stripe"), true, false, false, false, nil) // classic, not quorum
+	require.NoError(t, err)
+	raw.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conn, err := broker.Dial(ctx, url, quiet, broker.Options{
+		Setup:      func(ch *amqp.Channel) error { return broker.DeclareTopology(ch, []string{"stripe"}) },
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	defer conn.Close()
+	fake := stripefake.New(stripefake.Options{Logger: quiet})
+	defer fake.Close()
+	_, err = fake.Listen("127.0.0.1:0")
+	require.NoError(t, err)
+	a, err := stripe.New(stripe.Config{SecretKey: stripefake.DefaultAPIKey, APIBase: fake.URL(), RateLimit: 25}, stripe.Options{Logger: quiet})
+	require.NoError(t, err)
+	w, err := worker.New(a, st, conn, broker.NewPublisher(conn, broker.PublisherOptions{}), worker.Config{}, quiet, prometheus.NewRegistry())
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+
+	require.Eventually(t, func() bool {
+		err := conn.Healthy(ctx)
+		return err != nil && errors.Is(err, broker.ErrTopologyMismatch)
+	}, 20*time.Second, 20*time.Millisecond, "readiness should name the mismatch")
+	select {
+	case err := <-done:
+		t.Fatalf("the worker exited on a topology mismatch: %v", err)
+	default:
+	}
+	cancel()
+	require.NoError(t, <-done)
 }
