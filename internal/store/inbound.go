@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -165,7 +166,10 @@ var errRaceLost = errors.New("lost a race for a provider link")
 //  3. an echo of Tandem's own request is InboundEcho; an event of a link or
 //     user already deleted is InboundIgnoredDeleted; a deletion soft-deletes
 //     the user (InboundDeleted);
-//  4. an event older than the link's last applied one is InboundStale; on a
+//  4. an event older than the link's last applied one is InboundStale, and so
+//     is one older (by more than InboundPushMargin) than a change of the
+//     user this provider does not hold yet: the later write wins, by time,
+//     and the worker's pending push overwrites the remote object; on a
 //     tie, or when the event may predate Tandem's last push (see
 //     InboundPushMargin), refetch supplies the state to apply instead;
 //  5. a state equal to the one Tandem last pushed is InboundEcho;
@@ -489,6 +493,18 @@ func (t *inboundTx) known(ctx context.Context, l Link, cur *User, claimed bool) 
 	state := ev.State
 	if !claimed && l.LastInboundAt != nil && ev.OccurredAt.Before(l.LastInboundAt.UTC()) {
 		return t.outcome(InboundStale, l.UserID, "older than the last applied event ("+l.LastInboundAt.UTC().Format(time.RFC3339Nano)+")")
+	}
+	if !claimed && l.SyncedVersion < cur.Version && cur.UpdatedAt.UTC().After(ev.OccurredAt.Add(InboundPushMargin)) {
+		// The user changed (locally, or through another provider) after
+		// the remote change, and this provider does not hold that change
+		// yet: the later write wins, and the worker's push of it will
+		// overwrite the remote object.
+		if err := t.writeLink(l.UserID, set); err != nil {
+			return err
+		}
+		t.res.Version = cur.Version
+		return t.outcome(InboundStale, l.UserID, "older than the user's change of "+cur.UpdatedAt.UTC().Format(time.RFC3339Nano)+
+			" (version "+strconv.FormatInt(cur.Version, 10)+"), which is not pushed yet")
 	}
 	if !claimed && t.ambiguous(l) {
 		if t.refetch == nil {

@@ -202,6 +202,44 @@ func TestApplyInboundIgnoresOlderEventsAndSettlesTies(t *testing.T) {
 	require.Equal(t, store.InboundStale, res.Outcome)
 }
 
+func TestApplyInboundOlderThanAnUnpushedLocalChangeLoses(t *testing.T) {
+	t.Parallel()
+	st, _ := testutil.NewStore(t)
+	ctx := context.Background()
+	u := linked(t, st, "lww@example.com", "cus_lww")
+	name := "Local"
+	local, err := st.UpdateUser(ctx, u.ID, store.Patch{Name: &name}, 0)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, local.Version)
+
+	// A dashboard edit made well before the local change (its webhook held
+	// back), while the worker has not pushed the local change yet.
+	older := change("cus_lww", state(u.Email, "Dashboard", nil))
+	older.OccurredAt = local.UpdatedAt.Add(-store.InboundPushMargin - time.Second).Truncate(time.Second)
+	res, err := st.ApplyInbound(ctx, "stripe", older, noRefetch(t))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundStale, res.Outcome)
+	require.Contains(t, res.Detail, "not pushed yet")
+	got, err := st.GetUser(ctx, u.ID)
+	require.NoError(t, err)
+	require.Equal(t, "Local", got.Name)
+	require.EqualValues(t, 2, got.Version)
+	l := link(t, st, u.ID)
+	require.EqualValues(t, 1, l.SyncedVersion, "the local change is still to be pushed")
+	require.True(t, l.LastInboundAt.Equal(older.OccurredAt), "the event's time is recorded")
+
+	// A remote change made after the local one wins, pushed or not.
+	newer := change("cus_lww", state(u.Email, "Dashboard later", nil))
+	res, err = st.ApplyInbound(ctx, "stripe", newer, noRefetch(t))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundApplied, res.Outcome)
+	got, err = st.GetUser(ctx, u.ID)
+	require.NoError(t, err)
+	require.Equal(t, "Dashboard later", got.Name)
+	require.EqualValues(t, 3, got.Version)
+	require.EqualValues(t, 3, link(t, st, u.ID).SyncedVersion)
+}
+
 func TestApplyInboundReReadsEventsThatMayPredateAPush(t *testing.T) {
 	t.Parallel()
 	st, _ := testutil.NewStore(t)
