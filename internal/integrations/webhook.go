@@ -4,15 +4,24 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"time"
 )
 
 // Errors a WebhookReceiver's ParseWebhook wraps (test with errors.Is). The
-// webhook answers both with 400 and stores nothing.
+// webhook stores nothing for any of them and answers ErrUnauthenticated with
+// 401, ErrForbidden with 403, ErrUnverified and ErrBadPayload with 400.
 var (
 	// ErrUnverified: the request does not prove it comes from the provider
 	// (signature missing, malformed, wrong or too old).
 	ErrUnverified = errors.New("webhook not verified")
+	// ErrUnauthenticated: the request lacks the shared secret that proves
+	// who sent it, or carries a wrong one (Salesforce: the ?token= of the
+	// endpoint URL). Receivers compare secrets in constant time.
+	ErrUnauthenticated = errors.New("webhook not authenticated")
+	// ErrForbidden: the request is authentic but comes from a sender this
+	// deployment does not serve (Salesforce: another organization).
+	ErrForbidden = errors.New("webhook sender not allowed")
 	// ErrBadPayload: the request is authentic (or could not be checked
 	// because it is unusable) but cannot be read: wrong content type,
 	// malformed body, an event of an API version the receiver does not
@@ -27,7 +36,11 @@ type InboundKind string
 const (
 	// InboundCreated: the remote object was created.
 	InboundCreated InboundKind = "created"
-	// InboundUpdated: the remote object changed.
+	// InboundUpdated: the remote object changed. The webhook handles
+	// created and updated alike: an object no link names is linked to the
+	// user it is tagged with or whose email it has, or else becomes a new
+	// user (if it has an email). A receiver whose provider cannot tell a
+	// creation from an update (Salesforce) reports InboundUpdated.
 	InboundUpdated InboundKind = "updated"
 	// InboundDeleted: the remote object was deleted.
 	InboundDeleted InboundKind = "deleted"
@@ -68,12 +81,21 @@ type InboundEvent struct {
 	// Metadata holds no key starting with "tandem_" (reserved for Tandem).
 	// For InboundDeleted it is the state right before the deletion.
 	Customer Customer
+	// WithoutMetadata reports that the provider does not hold the user's
+	// metadata (Salesforce without SALESFORCE_METADATA_FIELD), or that the
+	// object's metadata cannot be read, so Customer.Metadata means nothing:
+	// the webhook keeps the user's metadata (a new user gets none) and
+	// compares the mapped state with the pushed-state hash as if it carried
+	// the user's metadata. false (the zero value) means Customer.Metadata
+	// is the object's whole metadata and replaces the user's.
+	WithoutMetadata bool
 	// Echo reports that a request Tandem sent caused the event (its
 	// idempotency key starts with KeyPrefix, or the provider says so
 	// another way): the webhook records it and applies nothing.
 	Echo bool
-	// Raw is the event as received, kept for an operator when the event
-	// cannot be applied (an email conflict).
+	// Raw is the event as received (for a delivery carrying several, this
+	// event's part of it, in a form an operator can read), kept when the
+	// event cannot be applied (an email conflict).
 	Raw []byte
 }
 
@@ -88,28 +110,62 @@ type WebhookReceiver interface {
 	// only push (the worker) never do, so they start without it.
 	CheckWebhookConfig() error
 
-	// ParseWebhook verifies one webhook request (header and the raw body,
-	// exactly as received) and decodes its events. It makes no call to the
-	// provider. It returns an error wrapping ErrUnverified when the request
-	// cannot be proved authentic, one wrapping ErrBadPayload when it cannot
-	// be read; any other error means the receiver itself failed (the
-	// webhook answers 500).
-	ParseWebhook(ctx context.Context, header http.Header, body []byte) ([]InboundEvent, error)
+	// ParseWebhook authenticates one webhook request and decodes its
+	// events, in the order the webhook applies them. It makes no call to
+	// the provider. It returns an error wrapping ErrUnverified when the
+	// request's signature cannot be checked or is wrong,
+	// ErrUnauthenticated when it lacks the shared secret or carries a
+	// wrong one, ErrForbidden when it comes from a sender that is not
+	// served, ErrBadPayload when it cannot be read; any other error means
+	// the receiver itself failed (the webhook answers 500).
+	ParseWebhook(ctx context.Context, req WebhookRequest) ([]InboundEvent, error)
 
-	// Fetch reads the remote object remoteID as the provider holds it now,
-	// mapped like InboundEvent.Customer. found is false when the object
-	// does not exist or is deleted. Errors follow the package's error
-	// kinds. The webhook calls it to settle ties between events of the
-	// same time, and for events that may predate Tandem's last push.
-	Fetch(ctx context.Context, remoteID string) (c Customer, found bool, err error)
+	// Fetch reads the remote object remoteID as the provider holds it now
+	// (a read: never a write). found is false when the object does not
+	// exist or is deleted. Errors follow the package's error kinds. The
+	// webhook calls it to settle ties between events of the same time, and
+	// for events that may predate Tandem's last push.
+	Fetch(ctx context.Context, remoteID string) (obj RemoteObject, found bool, err error)
+}
+
+// RemoteObject is a remote object as a WebhookReceiver's Fetch reads it.
+type RemoteObject struct {
+	// Customer is the object's state, mapped like InboundEvent.Customer.
+	Customer Customer
+	// WithoutMetadata reports, like InboundEvent.WithoutMetadata, that
+	// Customer.Metadata is not the object's metadata (the provider holds
+	// none, or holds something that cannot be read as metadata): the
+	// webhook keeps the user's. The webhook also keeps it when the event
+	// that caused the read was WithoutMetadata.
+	WithoutMetadata bool
+}
+
+// WebhookRequest is one webhook delivery as received: the webhook copies it
+// out of the HTTP server's buffers, so a receiver may keep any part of it.
+type WebhookRequest struct {
+	// Header is the request header.
+	Header http.Header
+	// Query holds the query parameters of the request URL, decoded
+	// (Salesforce: the token=<secret> the endpoint URL carries).
+	Query url.Values
+	// Body is the raw body, exactly as received (a Content-Encoding is not
+	// undone): what a signature covers.
+	Body []byte
 }
 
 // WebhookResponder is optional for a WebhookReceiver whose provider expects a
-// particular answer to a delivery it has processed (Salesforce: a SOAP
-// acknowledgement). Without it the webhook answers 200 with a small JSON
-// document.
+// particular answer to a delivery (Salesforce: a SOAP acknowledgement, or a
+// SOAP fault to have it delivered again). Without it the webhook answers 200
+// with a small JSON document, and failures with application/problem+json.
 type WebhookResponder interface {
-	// Ack renders the success answer to a request that carried events (all
-	// of them applied, or recognised as duplicates, echoes or ignorable).
+	// Ack renders the success answer (status 200) to a request whose
+	// events were all applied and committed, or recognised as duplicates,
+	// echoes or ignorable.
 	Ack(events []InboundEvent) (contentType string, body []byte)
+
+	// Fault renders the answer (status 500) to an authentic request that
+	// could not be handled now (a database or provider failure), so the
+	// provider delivers it again. reason is short and free of internal
+	// details: it goes back to the provider.
+	Fault(reason string) (contentType string, body []byte)
 }

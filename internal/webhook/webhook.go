@@ -14,16 +14,26 @@
 //     listing the outcomes, or the receiver's own acknowledgement
 //     (integrations.WebhookResponder);
 //   - 400 application/problem+json when the delivery cannot be verified
-//     (type .../problems/unverified) or read (.../problems/bad-payload):
-//     nothing is stored;
+//     (type .../problems/unverified) or read (.../problems/bad-payload),
+//     401 when it lacks the shared secret or carries a wrong one
+//     (.../problems/unauthenticated), 403 when it comes from a sender this
+//     deployment does not serve (.../problems/forbidden): nothing is
+//     stored;
 //   - 413 for a body over 1 MiB;
 //   - 500 when an event could not be applied (database or provider
 //     failure): nothing of that event is committed, and the provider's
-//     retry applies it.
+//     retry applies it (events of the delivery applied before it are
+//     recognised as duplicates then). The body is problem+json, or the
+//     receiver's own fault document (integrations.WebhookResponder).
+//
+// Events of one delivery are applied one after the other, each in its own
+// transaction, in the order the receiver returns them; the success answer
+// is sent only once every one of them is committed.
 //
 // Metrics: tandem_webhook_events_total{provider, kind, outcome} (outcome
 // "unhandled" for event types the receiver ignores, "error" for failures),
-// tandem_webhook_rejected_total{provider, reason} (unverified, bad_payload),
+// tandem_webhook_rejected_total{provider, reason} (unverified,
+// unauthenticated, forbidden, bad_payload),
 // tandem_webhook_conflicts_total{provider}; plus the HTTP metrics of package
 // ops.
 package webhook
@@ -37,6 +47,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"time"
 
@@ -95,7 +106,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"provider", "kind", "outcome"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tandem_webhook_rejected_total",
-			Help: "Webhook deliveries refused with 400, by provider and reason (unverified, bad_payload).",
+			Help: "Webhook deliveries refused with a 4xx, by provider and reason (unverified, unauthenticated, forbidden, bad_payload).",
 		}, []string{"provider", "reason"}),
 		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tandem_webhook_conflicts_total",
@@ -154,22 +165,30 @@ func (h *handler) serve(c *fiber.Ctx) error {
 	// Fiber reuses its buffers once the handler returns: copy what the
 	// receiver gets. The raw body (not c.Body(), which would decode a
 	// Content-Encoding) is what the signature covers.
-	body := bytes.Clone(c.Request().Body())
-	header := http.Header{}
-	c.Request().Header.VisitAll(func(k, v []byte) { header.Add(string(k), string(v)) })
+	req := integrations.WebhookRequest{Header: http.Header{}, Query: url.Values{}, Body: bytes.Clone(c.Request().Body())}
+	c.Request().Header.VisitAll(func(k, v []byte) { req.Header.Add(string(k), string(v)) })
+	c.Request().URI().QueryArgs().VisitAll(func(k, v []byte) { req.Query.Add(string(k), string(v)) })
 
-	events, err := h.recv.ParseWebhook(ctx, header, body)
+	events, err := h.recv.ParseWebhook(ctx, req)
 	switch {
 	case errors.Is(err, integrations.ErrUnverified):
 		h.m.rejected.WithLabelValues(h.name, "unverified").Inc()
 		log.Warn("webhook refused: not verified", "error", err.Error())
 		return problem(fiber.StatusBadRequest, "unverified", "the delivery's signature is missing, wrong or too old")
+	case errors.Is(err, integrations.ErrUnauthenticated):
+		h.m.rejected.WithLabelValues(h.name, "unauthenticated").Inc()
+		log.Warn("webhook refused: not authenticated", "error", err.Error())
+		return problem(fiber.StatusUnauthorized, "unauthenticated", "the delivery lacks the shared secret or carries a wrong one")
+	case errors.Is(err, integrations.ErrForbidden):
+		h.m.rejected.WithLabelValues(h.name, "forbidden").Inc()
+		log.Warn("webhook refused: sender not allowed", "error", err.Error())
+		return problem(fiber.StatusForbidden, "forbidden", err.Error())
 	case errors.Is(err, integrations.ErrBadPayload):
 		h.m.rejected.WithLabelValues(h.name, "bad_payload").Inc()
 		log.Warn("webhook refused: unreadable", "error", err.Error())
 		return problem(fiber.StatusBadRequest, "bad-payload", err.Error())
 	case err != nil:
-		return fmt.Errorf("%s receiver: %w", h.name, err)
+		return h.fault(fmt.Errorf("%s receiver: %w", h.name, err))
 	}
 	for _, ev := range events {
 		if err := checkEvent(ev); err != nil {
@@ -187,10 +206,10 @@ func (h *handler) serve(c *fiber.Ctx) error {
 			out = append(out, outcomeJSON{ID: ev.ID, Type: ev.RawType, Outcome: "unhandled"})
 			continue
 		}
-		res, err := h.store.ApplyInbound(ctx, h.name, change(ev), h.refetch(ev.RemoteID))
+		res, err := h.store.ApplyInbound(ctx, h.name, change(ev), h.refetch(ev))
 		if err != nil {
 			h.m.events.WithLabelValues(h.name, string(ev.Kind), "error").Inc()
-			return err
+			return h.fault(err)
 		}
 		h.m.events.WithLabelValues(h.name, string(ev.Kind), string(res.Outcome)).Inc()
 		attrs := []any{"event_id", ev.ID, "event_type", ev.RawType, "remote_id", ev.RemoteID,
@@ -214,16 +233,38 @@ func (h *handler) serve(c *fiber.Ctx) error {
 	return c.Status(fiber.StatusOK).JSON(fiber.Map{"received": len(events), "events": out})
 }
 
-// refetch re-reads remoteID through the receiver, as the store needs it.
-func (h *handler) refetch(remoteID string) store.RefetchFunc {
+// fault is the error that answers a delivery err kept from being handled:
+// the receiver's fault document if it has one, else err itself (500
+// problem+json); errorHandler logs it.
+func (h *handler) fault(err error) error {
+	if h.responder == nil {
+		return err
+	}
+	ct, body := h.responder.Fault("the notifications could not be applied now; deliver them again later")
+	return &faultError{err: err, contentType: ct, body: body}
+}
+
+// faultError is a 500 whose body the receiver rendered.
+type faultError struct {
+	err         error
+	contentType string
+	body        []byte
+}
+
+func (e *faultError) Error() string { return e.err.Error() }
+func (e *faultError) Unwrap() error { return e.err }
+
+// refetch re-reads ev's remote object through the receiver, as the store
+// needs it.
+func (h *handler) refetch(ev integrations.InboundEvent) store.RefetchFunc {
 	return func(ctx context.Context) (store.RemoteState, bool, error) {
 		ctx, cancel := context.WithTimeout(ctx, FetchTimeout)
 		defer cancel()
-		c, found, err := h.recv.Fetch(ctx, remoteID)
+		obj, found, err := h.recv.Fetch(ctx, ev.RemoteID)
 		if err != nil || !found {
 			return store.RemoteState{}, false, err
 		}
-		return stateOf(c), true, nil
+		return stateOf(obj.Customer, ev.WithoutMetadata || obj.WithoutMetadata), true, nil
 	}
 }
 
@@ -237,14 +278,24 @@ func change(ev integrations.InboundEvent) store.InboundChange {
 		UserID:     ev.UserID,
 		OccurredAt: ev.OccurredAt,
 		Echo:       ev.Echo,
-		State:      stateOf(ev.Customer),
+		State:      stateOf(ev.Customer, ev.WithoutMetadata),
 		Payload:    ev.Raw,
 	}
 }
 
 // stateOf maps a remote customer to the store's state, with the hash the
-// pushing side computes.
-func stateOf(c integrations.Customer) store.RemoteState {
+// pushing side computes. Without metadata, the store hashes it with the
+// user's metadata.
+func stateOf(c integrations.Customer, withoutMetadata bool) store.RemoteState {
+	if withoutMetadata {
+		c.Metadata = nil
+		return store.RemoteState{Email: c.Email, Name: c.Name, Phone: c.Phone, KeepMetadata: true,
+			HashWith: func(md map[string]string) string {
+				with := c
+				with.Metadata = md
+				return with.Hash()
+			}}
+	}
 	return store.RemoteState{Email: c.Email, Name: c.Name, Phone: c.Phone, Metadata: c.Metadata, Hash: c.Hash()}
 }
 
@@ -302,6 +353,12 @@ func errorHandler(base *slog.Logger) fiber.ErrorHandler {
 	return func(c *fiber.Ctx, err error) error {
 		var p *Problem
 		var fe *fiber.Error
+		var fault *faultError
+		if errors.As(err, &fault) {
+			ops.Logger(c.UserContext(), base).Error("webhook failed", "error", err.Error())
+			c.Set(fiber.HeaderContentType, fault.contentType)
+			return c.Status(fiber.StatusInternalServerError).Send(fault.body)
+		}
 		switch {
 		case errors.As(err, &p):
 		case errors.As(err, &fe):

@@ -1,6 +1,7 @@
 package salesforce
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -19,9 +20,9 @@ const DefaultAPIVersion = "v60.0"
 // Salesforce's.
 const MinWebhookSecretLen = 16
 
-// Config is the outbound adapter's configuration, read from the SALESFORCE_
-// settings (DESIGN §2). The worker needs only these; the inbound side reads
-// InboundConfig.
+// Config is the adapter's configuration, read from the SALESFORCE_ settings
+// (DESIGN §2). The worker needs only the outbound fields; the webhook also
+// needs Inbound, which only CheckWebhookConfig validates.
 type Config struct {
 	// InstanceURL is the org's My Domain URL
 	// (https://MyDomainName.my.salesforce.com), the base of REST API
@@ -47,6 +48,12 @@ type Config struct {
 	// JSON object. SALESFORCE_METADATA_FIELD; optional: empty means
 	// contacts carry no metadata (see the package documentation).
 	MetadataField string
+
+	// Inbound is what the webhook route needs (the Outbound Message
+	// secret, org and integration user). Validate does not check it: the
+	// worker starts without it; CheckWebhookConfig does. Its MetadataField
+	// is ignored: MetadataField applies to both sides.
+	Inbound InboundConfig
 }
 
 var (
@@ -57,9 +64,10 @@ var (
 )
 
 // ConfigFrom reads the adapter's settings (config.Config.ProviderSettings
-// ("salesforce")) and validates them. Every error is one line naming the
-// variables at fault. The inbound settings are not read: the worker starts
-// without them.
+// ("salesforce")) and validates the outbound ones. Every error is one line
+// naming the variables at fault. The inbound settings are read into Inbound
+// but not validated: the worker starts without them, and the webhook checks
+// them with CheckWebhookConfig.
 func ConfigFrom(s config.Settings) (Config, error) {
 	c := Config{
 		InstanceURL:   s.String("instance_url"),
@@ -68,6 +76,11 @@ func ConfigFrom(s config.Settings) (Config, error) {
 		ClientSecret:  s.String("client_secret"),
 		APIVersion:    s.String("api_version"),
 		MetadataField: s.String("metadata_field"),
+		Inbound: InboundConfig{
+			WebhookSecret:     s.String("webhook_secret"),
+			OrgID:             s.String("org_id"),
+			IntegrationUserID: s.String("integration_user_id"),
+		},
 	}
 	if c.APIVersion == "" {
 		c.APIVersion = DefaultAPIVersion
@@ -199,12 +212,14 @@ func (c InboundConfig) Validate() error {
 
 // CheckToken reports, in constant time, whether token (the ?token= query
 // parameter of a request) is WebhookSecret. It is false when WebhookSecret
-// is empty.
+// is empty. Both are hashed before they are compared, so the time taken
+// does not reveal the secret's length either.
 func (c InboundConfig) CheckToken(token string) bool {
 	if c.WebhookSecret == "" {
 		return false
 	}
-	return subtle.ConstantTimeCompare([]byte(token), []byte(c.WebhookSecret)) == 1
+	got, want := sha256.Sum256([]byte(token)), sha256.Sum256([]byte(c.WebhookSecret))
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
 
 // FromOrg reports whether m was sent by the organization OrgID.

@@ -97,6 +97,33 @@
 // recognises echoes of Tandem's own writes (LastModifiedById is the
 // integration user); CustomerFrom maps a notification back to a Customer.
 // See ParseOutboundMessage for how the webhook should answer.
+//
+// The Adapter is also the webhook's receiver (integrations.WebhookReceiver
+// and WebhookResponder): ParseWebhook does all of the above for one POST
+// /webhook/salesforce and returns one event per notification, Ack and Fault
+// render the SOAP answers, and Fetch reads a contact through the REST API.
+//
+// # Org setup for inbound changes
+//
+// Create an Outbound Message on Contact (Setup → Process Automation →
+// Workflow Actions → Outbound Messages, triggered by a record-triggered flow
+// or a workflow rule on create and edit) with:
+//
+//   - Endpoint URL: https://<webhook host>/webhook/salesforce?token=<SALESFORCE_WEBHOOK_SECRET>
+//     (Outbound Messages cannot sign or carry headers: the token in the URL
+//     is the only proof of origin, so use HTTPS);
+//   - User to send as: any; "Send Session ID" off (Tandem makes no call
+//     with it);
+//   - Fields: Id, Email, FirstName, LastName, Phone, Tandem_User_Id__c,
+//     LastModifiedDate, LastModifiedById, IsDeleted, and the metadata field
+//     if SALESFORCE_METADATA_FIELD is set. LastModifiedDate and
+//     LastModifiedById are required: a notification without them is
+//     refused.
+//
+// SALESFORCE_ORG_ID is the org's id (Setup → Company Information), and
+// SALESFORCE_INTEGRATION_USER_ID the connected app's "run as" user:
+// notifications of changes that user made are Tandem's own writes coming
+// back, and are recorded without being applied.
 package salesforce
 
 import (
@@ -169,6 +196,7 @@ func New(cfg Config, opts Options) (*Adapter, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.Inbound.MetadataField = cfg.MetadataField
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

@@ -46,8 +46,9 @@ func (a *Adapter) CheckWebhookConfig() error {
 	return nil
 }
 
-// ParseWebhook verifies a Stripe webhook delivery and decodes its event. The
-// Stripe-Signature header must carry a v1 signature of body made with
+// ParseWebhook verifies a Stripe webhook delivery (its header and raw body;
+// the query is not read) and decodes its event. The Stripe-Signature header
+// must carry a v1 signature of body made with
 // Config.WebhookSecret at most WebhookTolerance ago (else an error wrapping
 // integrations.ErrUnverified). The body must be JSON (Content-Type
 // application/json), an event of APIVersion (unless
@@ -59,10 +60,11 @@ func (a *Adapter) CheckWebhookConfig() error {
 // UserID is its metadata.tandem_user_id; Echo is set when the request that
 // caused the event had an idempotency key starting with "tandem-". Every
 // other event type is one InboundIgnored event.
-func (a *Adapter) ParseWebhook(_ context.Context, header http.Header, body []byte) ([]integrations.InboundEvent, error) {
+func (a *Adapter) ParseWebhook(_ context.Context, req integrations.WebhookRequest) ([]integrations.InboundEvent, error) {
 	if err := a.CheckWebhookConfig(); err != nil {
 		return nil, err
 	}
+	header, body := req.Header, req.Body
 	ev, err := webhook.ConstructEventWithOptions(body, header.Get("Stripe-Signature"), a.cfg.WebhookSecret,
 		webhook.ConstructEventOptions{Tolerance: WebhookTolerance, IgnoreAPIVersionMismatch: true})
 	switch {
@@ -104,24 +106,25 @@ func (a *Adapter) ParseWebhook(_ context.Context, header http.Header, body []byt
 	return []integrations.InboundEvent{out}, nil
 }
 
-// Fetch reads customer remoteID. found is false when Stripe does not know it
-// (any 404) or it is deleted. Errors follow the contract's kinds.
-func (a *Adapter) Fetch(ctx context.Context, remoteID string) (integrations.Customer, bool, error) {
+// Fetch reads customer remoteID (its metadata is always carried). found is
+// false when Stripe does not know it (any 404) or it is deleted. Errors
+// follow the contract's kinds.
+func (a *Adapter) Fetch(ctx context.Context, remoteID string) (integrations.RemoteObject, bool, error) {
 	p := &stripego.CustomerParams{}
 	p.Context = ctx
 	cust, err := a.call(ctx, func() (*stripego.Customer, error) { return a.customers.Get(remoteID, p) })
 	if se, ok := stripeError(err); ok && se.HTTPStatusCode == http.StatusNotFound {
 		// resource_missing, or an id Stripe cannot even route.
-		return integrations.Customer{}, false, nil
+		return integrations.RemoteObject{}, false, nil
 	}
 	if err != nil {
-		return integrations.Customer{}, false, fmt.Errorf("stripe: reading customer %s: %w", remoteID, err)
+		return integrations.RemoteObject{}, false, fmt.Errorf("stripe: reading customer %s: %w", remoteID, err)
 	}
 	if cust.Deleted {
-		return integrations.Customer{}, false, nil
+		return integrations.RemoteObject{}, false, nil
 	}
 	c, _ := inboundCustomer(cust)
-	return c, true, nil
+	return integrations.RemoteObject{Customer: c}, true, nil
 }
 
 // inboundCustomer maps a customer like CustomerFrom, without the reserved

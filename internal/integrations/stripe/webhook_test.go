@@ -66,7 +66,7 @@ func TestParseWebhookMapsCustomerEvents(t *testing.T) {
 		customerObject("cus_1", "ada@example.com", "Ada", "+1 555", map[string]string{
 			"tandem_user_id": "0193-user", "tandem_other": "x", "plan": "pro",
 		}))
-	evs, err := a.ParseWebhook(ctx, signed(body, whsec, time.Now()), body)
+	evs, err := a.ParseWebhook(ctx, integrations.WebhookRequest{Header: signed(body, whsec, time.Now()), Body: body})
 	require.NoError(t, err)
 	require.Equal(t, []integrations.InboundEvent{{
 		ID: "evt_1", Kind: integrations.InboundUpdated, RawType: "customer.updated", RemoteID: "cus_1",
@@ -83,7 +83,7 @@ func TestParseWebhookMapsCustomerEvents(t *testing.T) {
 		"customer.created": integrations.InboundCreated, "customer.deleted": integrations.InboundDeleted,
 	} {
 		body := eventJSON(t, "evt_"+typ, typ, stripe.APIVersion, created, nil, customerObject("cus_1", "", "", "", nil))
-		evs, err := a.ParseWebhook(ctx, signed(body, whsec, time.Now()), body)
+		evs, err := a.ParseWebhook(ctx, integrations.WebhookRequest{Header: signed(body, whsec, time.Now()), Body: body})
 		require.NoError(t, err)
 		require.Equal(t, kind, evs[0].Kind)
 		require.Empty(t, evs[0].Customer.Email)
@@ -97,7 +97,7 @@ func TestParseWebhookRecognisesTandemRequests(t *testing.T) {
 	for key, echo := range map[string]bool{"tandem-stripe-update-u-v2": true, "tandem-stripe-create-u": true, "dashboard-key": false} {
 		body := eventJSON(t, "evt_"+key, "customer.updated", stripe.APIVersion, time.Now().Unix(), &key,
 			customerObject("cus_1", "a@example.com", "A", "", nil))
-		evs, err := a.ParseWebhook(context.Background(), signed(body, whsec, time.Now()), body)
+		evs, err := a.ParseWebhook(context.Background(), integrations.WebhookRequest{Header: signed(body, whsec, time.Now()), Body: body})
 		require.NoError(t, err)
 		require.Equal(t, echo, evs[0].Echo, key)
 	}
@@ -120,7 +120,7 @@ func TestParseWebhookRefusesUnverifiedDeliveries(t *testing.T) {
 		if name == "other body" {
 			payload = []byte(strings.Replace(string(body), `"A"`, `"B"`, 1))
 		}
-		_, err := a.ParseWebhook(context.Background(), h, payload)
+		_, err := a.ParseWebhook(context.Background(), integrations.WebhookRequest{Header: h, Body: payload})
 		require.ErrorIs(t, err, integrations.ErrUnverified, name)
 	}
 }
@@ -139,22 +139,22 @@ func TestParseWebhookRefusesBadPayloads(t *testing.T) {
 		"no id":       eventJSON(t, "", "customer.updated", stripe.APIVersion, now.Unix(), nil, customerObject("cus_1", "", "", "", nil)),
 		"no time":     eventJSON(t, "evt_4", "customer.updated", stripe.APIVersion, 0, nil, customerObject("cus_1", "", "", "", nil)),
 	} {
-		_, err := a.ParseWebhook(context.Background(), signed(body, whsec, now), body)
+		_, err := a.ParseWebhook(context.Background(), integrations.WebhookRequest{Header: signed(body, whsec, now), Body: body})
 		require.ErrorIs(t, err, integrations.ErrBadPayload, name)
 	}
 	for _, ct := range []string{"", "text/plain", "application/x-www-form-urlencoded", "application/json;;"} {
 		h := signed(good, whsec, now)
 		h.Set("Content-Type", ct)
-		_, err := a.ParseWebhook(context.Background(), h, good)
+		_, err := a.ParseWebhook(context.Background(), integrations.WebhookRequest{Header: h, Body: good})
 		require.ErrorIs(t, err, integrations.ErrBadPayload, ct)
 	}
 
 	// Another API version is accepted only when configured.
 	lenient := receiver(t, "", func(c *stripe.Config) { c.AcceptAPIVersionMismatch = true })
 	old := eventJSON(t, "evt_5", "customer.updated", "2020-08-27", now.Unix(), nil, customerObject("cus_1", "a@example.com", "", "", nil))
-	_, err := a.ParseWebhook(context.Background(), signed(old, whsec, now), old)
+	_, err := a.ParseWebhook(context.Background(), integrations.WebhookRequest{Header: signed(old, whsec, now), Body: old})
 	require.ErrorContains(t, err, "pin the webhook endpoint to "+stripe.APIVersion)
-	evs, err := lenient.ParseWebhook(context.Background(), signed(old, whsec, now), old)
+	evs, err := lenient.ParseWebhook(context.Background(), integrations.WebhookRequest{Header: signed(old, whsec, now), Body: old})
 	require.NoError(t, err)
 	require.Equal(t, "a@example.com", evs[0].Customer.Email)
 }
@@ -163,7 +163,7 @@ func TestParseWebhookIgnoresOtherEventTypes(t *testing.T) {
 	t.Parallel()
 	a := receiver(t, "")
 	body := eventJSON(t, "evt_inv", "invoice.paid", stripe.APIVersion, time.Now().Unix(), nil, map[string]any{"id": "in_1", "object": "invoice"})
-	evs, err := a.ParseWebhook(context.Background(), signed(body, whsec, time.Now()), body)
+	evs, err := a.ParseWebhook(context.Background(), integrations.WebhookRequest{Header: signed(body, whsec, time.Now()), Body: body})
 	require.NoError(t, err)
 	require.Equal(t, []integrations.InboundEvent{{ID: "evt_inv", Kind: integrations.InboundIgnored, RawType: "invoice.paid", Raw: body}}, evs)
 }
@@ -173,7 +173,7 @@ func TestWebhookSecretIsNeededOnlyByTheReceiver(t *testing.T) {
 	a := receiver(t, "", func(c *stripe.Config) { c.WebhookSecret = "" })
 	err := a.CheckWebhookConfig()
 	require.EqualError(t, err, "config: STRIPE_WEBHOOK_SECRET is required (the signing secret of the Stripe webhook endpoint, whsec_…)")
-	_, err = a.ParseWebhook(context.Background(), http.Header{}, []byte("{}"))
+	_, err = a.ParseWebhook(context.Background(), integrations.WebhookRequest{Header: http.Header{}, Body: []byte("{}")})
 	require.Error(t, err)
 	require.False(t, errors.Is(err, integrations.ErrUnverified), "a missing secret is Tandem's fault, not the sender's")
 	require.NoError(t, receiver(t, "").CheckWebhookConfig())
@@ -203,7 +203,8 @@ func TestFetchReadsTheCustomerNow(t *testing.T) {
 	got, found, err := a.Fetch(ctx, c.ID)
 	require.NoError(t, err)
 	require.True(t, found)
-	require.Equal(t, integrations.Customer{Email: "f@example.com", Name: "F", Metadata: map[string]string{"plan": "pro"}}, got)
+	require.Equal(t, integrations.RemoteObject{Customer: integrations.Customer{Email: "f@example.com", Name: "F",
+		Metadata: map[string]string{"plan": "pro"}}}, got)
 
 	require.NoError(t, fake.DashboardDelete(c.ID))
 	_, found, err = a.Fetch(ctx, c.ID)
@@ -228,7 +229,7 @@ func TestParseWebhookAcceptsTheFakesDeliveries(t *testing.T) {
 	var got []integrations.InboundEvent
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		evs, err := a.ParseWebhook(r.Context(), r.Header, body)
+		evs, err := a.ParseWebhook(r.Context(), integrations.WebhookRequest{Header: r.Header, Body: body})
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
