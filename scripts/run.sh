@@ -1,28 +1,158 @@
 #!/usr/bin/env bash
-# Starts the whole system in the foreground and stops it all on Ctrl-C.
-# Called by `make run` after the services are up and bin/ is built.
+# Starts the whole system in the foreground and stops it all on Ctrl-C:
+# the api (REST API + outbox relay), the webhook, one worker per provider in
+# TANDEM_PROVIDERS (default stripe) and, when Stripe is enabled and no
+# STRIPE_SECRET_KEY is set, the local Stripe sandbox (bin/sandbox) that the
+# stripe worker and webhook are pointed at. With a STRIPE_SECRET_KEY the
+# stripe worker talks to real Stripe, and STRIPE_WEBHOOK_SECRET must be set.
+#
+# Called by `make run` after the services are up and bin/ is built. Every
+# setting of configs/tandem.yaml can be overridden from the environment;
+# besides those, TANDEM_SANDBOX_ADDR moves the sandbox (default
+# 127.0.0.1:12111) and workers listen on consecutive ports from
+# TANDEM_WORKER_ADDR (default :8082).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+log() { printf 'run: %s\n' "$*"; }
+die() { printf 'run: %s\n' "$*" >&2; exit 1; }
+
+for b in api webhook worker sandbox; do
+  [ -x "bin/$b" ] || die "bin/$b is missing: run 'make build' (or 'make run')"
+done
+
+port_of() { # host:port or :port -> port
+  printf '%s' "${1##*:}"
+}
+
+api_addr=${TANDEM_API_ADDR:-:8080}
+webhook_addr=${TANDEM_WEBHOOK_ADDR:-:8081}
+worker_addr=${TANDEM_WORKER_ADDR:-:8082}
+api_port=$(port_of "$api_addr")
+webhook_port=$(port_of "$webhook_addr")
+worker_port=$(port_of "$worker_addr")
+worker_host=${worker_addr%:*}
+export TANDEM_API_ADDR=$api_addr TANDEM_WEBHOOK_ADDR=$webhook_addr
+
+IFS=',' read -r -a providers <<<"${TANDEM_PROVIDERS:-stripe}"
+clean=()
+for p in "${providers[@]}"; do
+  p=$(printf '%s' "$p" | tr -d '[:space:]' | tr '[:upper:]' '[:lower:]')
+  [ -n "$p" ] && clean+=("$p")
+done
+providers=("${clean[@]}")
+[ "${#providers[@]}" -gt 0 ] || die "TANDEM_PROVIDERS names no provider"
+TANDEM_PROVIDERS=$(IFS=','; printf '%s' "${providers[*]}")
+export TANDEM_PROVIDERS
+
+sandbox=
+stripe=
+for p in "${providers[@]}"; do [ "$p" = stripe ] && stripe=1; done
+if [ -n "$stripe" ]; then
+  if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
+    sandbox=${TANDEM_SANDBOX_ADDR:-127.0.0.1:12111}
+    export TANDEM_SANDBOX_ADDR=$sandbox
+    export STRIPE_SECRET_KEY=sk_test_sandbox
+    export STRIPE_API_BASE="http://$sandbox"
+    export STRIPE_WEBHOOK_SECRET=whsec_sandbox_local_only
+    export TANDEM_SANDBOX_WEBHOOK_URL="http://127.0.0.1:$webhook_port/webhook/stripe"
+  elif [ -z "${STRIPE_WEBHOOK_SECRET:-}" ]; then
+    die "STRIPE_SECRET_KEY is set, so Stripe itself is used: set STRIPE_WEBHOOK_SECRET too (the endpoint's signing secret, whsec_…; 'stripe listen --forward-to localhost:$webhook_port/webhook/stripe' prints one)"
+  fi
+fi
+
 pids=()
+names=()
 start() { # name command...
   local name=$1; shift
-  ( exec "$@" ) > >(sed -u "s/^/[$name] /") 2>&1 &
+  # The log filter ignores SIGINT, so a Ctrl-C in the terminal (which
+  # reaches the whole process group) does not cut the processes' last lines.
+  ( exec "$@" ) > >(trap '' INT; exec sed -u "s/^/[$name] /") 2>&1 &
   pids+=($!)
-  printf 'run: started %s (pid %s)\n' "$name" "$!"
+  names+=("$name")
+  log "started $name (pid $!)"
 }
-stop() {
+
+stopping=
+stop() { # exit status
   trap - INT TERM
-  printf '\nrun: stopping\n'
-  kill -TERM "${pids[@]}" 2>/dev/null
-  wait "${pids[@]}" 2>/dev/null
-  exit 0
+  stopping=1
+  log "stopping"
+  # Tandem's processes first (they finish in-flight work within
+  # TANDEM_SHUTDOWN_TIMEOUT), then the sandbox they may still be calling.
+  local i tandem=() last=()
+  for i in "${!pids[@]}"; do
+    if [ "${names[$i]}" = sandbox ]; then last+=("${pids[$i]}"); else tandem+=("${pids[$i]}"); fi
+  done
+  [ "${#tandem[@]}" -gt 0 ] && { kill -TERM "${tandem[@]}" 2>/dev/null; wait "${tandem[@]}" 2>/dev/null; }
+  [ "${#last[@]}" -gt 0 ] && { kill -TERM "${last[@]}" 2>/dev/null; wait "${last[@]}" 2>/dev/null; }
+  wait # the log filters
+  log "stopped"
+  exit "${1:-0}"
 }
-trap stop INT TERM
+trap 'stop 0' INT TERM
 
+# wait_up name url seconds: poll url until it answers 200 or the process dies.
+wait_up() {
+  local name=$1 url=$2 secs=$3 i pid=${pids[-1]}
+  for ((i = 0; i < secs * 10; i++)); do
+    curl -fs -o /dev/null --max-time 1 "$url" && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "$name exited during start-up (see its lines above)"
+      stop 1
+    fi
+    sleep 0.1
+  done
+  log "$name did not answer $url within $secs s"
+  stop 1
+}
+
+local_url() { # addr -> http://127.0.0.1:port (or the host given)
+  local host=${1%:*}
+  [ -z "$host" ] || [ "$host" = 0.0.0.0 ] && host=127.0.0.1
+  printf 'http://%s:%s' "$host" "$(port_of "$1")"
+}
+
+if [ -n "$sandbox" ]; then
+  start sandbox bin/sandbox
+  wait_up sandbox "http://$sandbox/_sandbox/customers" 10
+fi
+
+# The api migrates the schema: start it first.
 start api bin/api
+wait_up api "$(local_url "$api_addr")/readyz" 60
 
-printf 'run: API on http://localhost%s (token: dev-token); Ctrl-C stops everything\n' "${TANDEM_API_ADDR:-:8080}"
+start webhook bin/webhook
+wait_up webhook "$(local_url "$webhook_addr")/healthz" 30
+
+worker_urls=()
+for i in "${!providers[@]}"; do
+  p=${providers[$i]}
+  addr="$worker_host:$((worker_port + i))"
+  TANDEM_WORKER_ADDR=$addr start "worker-$p" bin/worker -provider "$p"
+  wait_up "worker-$p" "$(local_url "$addr")/healthz" 30
+  worker_urls+=("worker-$p $(local_url "$addr")/metrics")
+done
+
+api_url=$(local_url "$api_addr")
+printf '\n'
+log "API        $api_url/v1/users   (Authorization: Bearer dev-token, unless TANDEM_API_TOKENS says otherwise)"
+log "webhook    $(local_url "$webhook_addr")/webhook/<provider>"
+for w in "${worker_urls[@]}"; do log "${w%% *}   ${w#* }"; done
+if [ -n "$sandbox" ]; then
+  log "Stripe     local sandbox: dashboard http://$sandbox/_sandbox/ (JSON: GET /_sandbox/customers)"
+elif [ -n "$stripe" ]; then
+  log "Stripe     the real Stripe API with your STRIPE_SECRET_KEY; forward its webhooks to $(local_url "$webhook_addr")/webhook/stripe"
+fi
+log "Ctrl-C stops everything"
+printf '\n'
+
 wait -n "${pids[@]}"
-printf 'run: a process exited; stopping the others\n'
-stop
+status=$?
+[ -n "$stopping" ] && exit 0
+for i in "${!pids[@]}"; do
+  if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+    log "${names[$i]} exited (status $status); stopping the others"
+  fi
+done
+stop 1

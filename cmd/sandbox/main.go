@@ -75,5 +75,6 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	log.Info("stopped")
 	return nil
 }

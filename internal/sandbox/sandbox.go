@@ -4,6 +4,16 @@
 // Stripe's dashboard. Dashboard edits send signed webhooks without an
 // idempotency key, like real dashboard edits, so the full loop can be
 // watched offline.
+//
+// The JSON API:
+//
+//	GET  /_sandbox/customers              every customer, newest first ("deleted": true once deleted)
+//	POST /_sandbox/customers              create one, {email, name, phone} (JSON or a form)
+//	POST /_sandbox/customers/{id}         edit one, {email, name, phone}; absent fields are kept
+//	POST /_sandbox/customers/{id}/delete  delete one
+//	POST /_sandbox/faults                 {rate_limit_ratio, server_error_ratio, latency}: API faults ({} turns them off)
+//	POST /_sandbox/delivery               {duplicates, order (per_customer|shuffled|reversed), paused}: webhook delivery
+//	GET  /_sandbox/stats                  API requests, events and webhook deliveries so far
 package sandbox
 
 import (
@@ -14,6 +24,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/tandem-sync/tandem/internal/fakes/stripefake"
 )
@@ -24,6 +35,10 @@ type Config struct {
 	WebhookURL    string // where events are delivered (the webhook's /webhook/stripe)
 	WebhookSecret string // signing secret (STRIPE_WEBHOOK_SECRET of the webhook)
 	Logger        *slog.Logger
+	// Fake holds the fake's other options (webhook retries and their
+	// backoff, duplicate deliveries, delivery order, seed). The four fields
+	// above replace its APIKey, WebhookURL, WebhookSecret and Logger.
+	Fake stripefake.Options
 }
 
 // Sandbox is the fake plus its dashboard.
@@ -34,14 +49,18 @@ type Sandbox struct {
 
 // New builds a sandbox; serve Handler.
 func New(cfg Config) *Sandbox {
-	fake := stripefake.New(stripefake.Options{APIKey: cfg.APIKey, WebhookURL: cfg.WebhookURL,
-		WebhookSecret: cfg.WebhookSecret, Logger: cfg.Logger})
+	opts := cfg.Fake
+	opts.APIKey, opts.WebhookURL, opts.WebhookSecret, opts.Logger = cfg.APIKey, cfg.WebhookURL, cfg.WebhookSecret, cfg.Logger
+	fake := stripefake.New(opts)
 	s := &Sandbox{Fake: fake, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /_sandbox/{$}", s.page)
 	s.mux.HandleFunc("GET /_sandbox/customers", s.list)
 	s.mux.HandleFunc("POST /_sandbox/customers", s.create)
 	s.mux.HandleFunc("POST /_sandbox/customers/{id}", s.update)
 	s.mux.HandleFunc("POST /_sandbox/customers/{id}/delete", s.delete)
+	s.mux.HandleFunc("POST /_sandbox/faults", s.faults)
+	s.mux.HandleFunc("POST /_sandbox/delivery", s.delivery)
+	s.mux.HandleFunc("GET /_sandbox/stats", s.stats)
 	s.mux.Handle("/", fake.Handler())
 	return s
 }
@@ -58,9 +77,137 @@ func (s *Sandbox) customers() []stripefake.Customer {
 	return cs
 }
 
+// listed is a customer as the dashboard lists it: the Stripe customer
+// object, plus "deleted": true once it is deleted (Stripe's API only returns
+// a stub then).
+type listed struct{ c stripefake.Customer }
+
+func (l listed) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(l.c)
+	if err != nil || !l.c.Deleted || len(b) < 2 {
+		return b, err
+	}
+	return append(b[:len(b)-1], `,"deleted":true}`...), nil
+}
+
 func (s *Sandbox) list(w http.ResponseWriter, r *http.Request) {
+	cs := s.customers()
+	out := make([]listed, len(cs))
+	for i, c := range cs {
+		out[i] = listed{c}
+	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(s.customers())
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+// faultsJSON is the body of POST /_sandbox/faults: the share of API
+// requests answered 429 and 500, and a latency added to the others ("200ms").
+// The zero value (an empty object) turns faults off.
+type faultsJSON struct {
+	RateLimitRatio   float64 `json:"rate_limit_ratio"`
+	ServerErrorRatio float64 `json:"server_error_ratio"`
+	Latency          string  `json:"latency,omitempty"`
+}
+
+// faults replaces the injected API faults (stripefake.Server.SetFaults), to
+// watch Tandem's retries.
+func (s *Sandbox) faults(w http.ResponseWriter, r *http.Request) {
+	var in faultsJSON
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&in); err != nil {
+		http.Error(w, "want JSON {rate_limit_ratio, server_error_ratio, latency}: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	f := stripefake.Faults{RateLimitRatio: in.RateLimitRatio, ServerErrorRatio: in.ServerErrorRatio}
+	if in.Latency != "" {
+		d, err := time.ParseDuration(in.Latency)
+		if err != nil || d < 0 {
+			http.Error(w, "latency: want a duration such as 200ms", http.StatusBadRequest)
+			return
+		}
+		f.Latency = d
+	}
+	if f.RateLimitRatio < 0 || f.ServerErrorRatio < 0 || f.RateLimitRatio+f.ServerErrorRatio > 1 {
+		http.Error(w, "rate_limit_ratio and server_error_ratio: want shares from 0 to 1 that add up to at most 1", http.StatusBadRequest)
+		return
+	}
+	s.Fake.SetFaults(f)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(in)
+}
+
+// deliveryJSON is the body of POST /_sandbox/delivery; absent fields are
+// left as they are.
+type deliveryJSON struct {
+	Duplicates *int    `json:"duplicates,omitempty"` // extra copies of every event
+	Order      *string `json:"order,omitempty"`      // per_customer, shuffled or reversed
+	Paused     *bool   `json:"paused,omitempty"`     // hold deliveries (events keep queuing)
+}
+
+var orders = map[string]stripefake.DeliveryOrder{
+	"per_customer": stripefake.OrderPerCustomer,
+	"shuffled":     stripefake.OrderShuffled,
+	"reversed":     stripefake.OrderReversed,
+}
+
+// delivery changes how webhooks are delivered from now on, to watch Tandem
+// cope with duplicated, reordered or late events.
+func (s *Sandbox) delivery(w http.ResponseWriter, r *http.Request) {
+	var in deliveryJSON
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&in); err != nil {
+		http.Error(w, "want JSON {duplicates, order, paused}: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	var order stripefake.DeliveryOrder
+	if in.Order != nil {
+		o, ok := orders[*in.Order]
+		if !ok {
+			http.Error(w, "order: want per_customer, shuffled or reversed", http.StatusBadRequest)
+			return
+		}
+		order = o
+	}
+	if in.Duplicates != nil && *in.Duplicates < 0 {
+		http.Error(w, "duplicates: want 0 or more", http.StatusBadRequest)
+		return
+	}
+	if in.Duplicates != nil {
+		s.Fake.SetDuplicateDeliveries(*in.Duplicates)
+	}
+	if in.Order != nil {
+		s.Fake.SetDeliveryOrder(order)
+	}
+	if in.Paused != nil {
+		if *in.Paused {
+			s.Fake.PauseDelivery()
+		} else {
+			s.Fake.ResumeDelivery()
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(in)
+}
+
+// stats reports what the sandbox has seen: API requests (writes are POST
+// and DELETE) by outcome, events, and webhook deliveries. Counting writes
+// before and after a dashboard edit shows that Tandem does not echo it back.
+func (s *Sandbox) stats(w http.ResponseWriter, r *http.Request) {
+	st := s.Fake.Stats()
+	writes := 0
+	for _, r := range s.Fake.Requests() {
+		if r.Method == http.MethodPost || r.Method == http.MethodDelete {
+			writes++
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"requests": map[string]int{
+			"total": st.Requests, "writes": writes, "customers_created": st.CustomersCreated, "idempotent_replays": st.IdempotentReplays,
+			"injected_rate_limits": st.InjectedRateLimits, "injected_server_errors": st.InjectedServerErrors,
+			"unauthorized": st.Unauthorized,
+		},
+		"events":     len(s.Fake.Events()),
+		"deliveries": s.Fake.DeliveryStats(),
+	})
 }
 
 // edit reads the fields a dashboard user changes, from a form or JSON.

@@ -82,3 +82,96 @@ func TestDashboardEditSendsSignedWebhook(t *testing.T) {
 	r2.Body.Close()
 	require.Equal(t, 401, r2.StatusCode)
 }
+
+// TestControlEndpoints drives the JSON control API: faults make the API
+// answer 429, delivery pauses hold events back, the list marks deleted
+// customers, and stats count what happened.
+func TestControlEndpoints(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	received := 0
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		received++
+		mu.Unlock()
+	}))
+	defer rcv.Close()
+	sb := sandbox.New(sandbox.Config{APIKey: "sk_test_x", WebhookURL: rcv.URL, WebhookSecret: "whsec_test"})
+	defer sb.Close()
+	srv := httptest.NewServer(sb.Handler())
+	defer srv.Close()
+
+	post := func(path, body string) (int, string) {
+		t.Helper()
+		resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	apiStatus := func() int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", srv.URL+"/v1/customers", nil)
+		req.SetBasicAuth("sk_test_x", "")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	code, _ := post("/_sandbox/faults", `{"rate_limit_ratio":1}`)
+	require.Equal(t, 200, code)
+	require.Equal(t, 429, apiStatus())
+	code, _ = post("/_sandbox/faults", `{}`)
+	require.Equal(t, 200, code)
+	require.Equal(t, 200, apiStatus())
+	code, _ = post("/_sandbox/faults", `{"rate_limit_ratio":0.7,"server_error_ratio":0.7}`)
+	require.Equal(t, 400, code)
+	code, _ = post("/_sandbox/faults", `{"latency":"soon"}`)
+	require.Equal(t, 400, code)
+
+	code, _ = post("/_sandbox/delivery", `{"paused":true,"duplicates":1,"order":"shuffled"}`)
+	require.Equal(t, 200, code)
+	code, _ = post("/_sandbox/delivery", `{"order":"sideways"}`)
+	require.Equal(t, 400, code)
+	code, body := post("/_sandbox/customers", `{"email":"c@example.com","name":"C"}`)
+	require.Equal(t, 200, code, body)
+	var c struct{ ID string }
+	require.NoError(t, json.Unmarshal([]byte(body), &c))
+	code, _ = post("/_sandbox/customers/"+c.ID+"/delete", `{}`)
+	require.Equal(t, 200, code)
+	require.Equal(t, 4, sb.Fake.DeliveryStats().Pending, "two events, twice each, held back")
+
+	resp, err := http.Get(srv.URL + "/_sandbox/customers")
+	require.NoError(t, err)
+	var list []map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&list))
+	resp.Body.Close()
+	require.Len(t, list, 1)
+	require.Equal(t, true, list[0]["deleted"])
+	require.Equal(t, "c@example.com", list[0]["email"])
+
+	code, _ = post("/_sandbox/delivery", `{"paused":false}`)
+	require.Equal(t, 200, code)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, sb.Fake.WaitDelivered(ctx))
+	mu.Lock()
+	require.Equal(t, 4, received)
+	mu.Unlock()
+
+	resp, err = http.Get(srv.URL + "/_sandbox/stats")
+	require.NoError(t, err)
+	var stats struct {
+		Requests   map[string]int
+		Events     int
+		Deliveries struct{ Delivered int }
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&stats))
+	resp.Body.Close()
+	require.Equal(t, 2, stats.Events)
+	require.Equal(t, 4, stats.Deliveries.Delivered)
+	require.Equal(t, 1, stats.Requests["injected_rate_limits"])
+	require.Zero(t, stats.Requests["writes"], "dashboard edits are not API requests")
+	require.Equal(t, 2, stats.Requests["total"])
+}
