@@ -580,3 +580,38 @@ func TestListenAndClose(t *testing.T) {
 	_, err = fake.Listen("127.0.0.1:0")
 	require.ErrorContains(t, err, "closed")
 }
+
+// TestCloseDuringADelivery closes the fake while a message is on its way to a
+// listener that never answers: Close returns (it once spun for ever picking
+// the abandoned batch again).
+func TestCloseDuringADelivery(t *testing.T) {
+	t.Parallel()
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	listener := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		select {
+		case arrived <- struct{}{}:
+		default:
+		}
+		select { // no answer until the test ends
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer listener.Close()
+	defer close(release)
+	fake := salesforcefake.New(salesforcefake.Options{OutboundURL: listener.URL, RetryBackoff: time.Millisecond})
+	_, err := fake.UICreate(salesforcefake.Contact{LastName: "Pending", Email: "pending@example.com"})
+	require.NoError(t, err)
+	<-arrived
+	closed := make(chan struct{})
+	go func() {
+		fake.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close did not return while a delivery was in flight")
+	}
+}

@@ -168,6 +168,12 @@ func (o *outbound) run() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
+		if o.ctx.Err() != nil {
+			// Closing. deliver gives up on a batch as soon as the context
+			// ends, leaving it due: without this check the loop would pick
+			// it again for ever.
+			return
+		}
 		batch, target, wait := o.pick(time.Now())
 		if len(batch) > 0 {
 			o.deliver(batch, target)
