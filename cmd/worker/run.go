@@ -37,10 +37,12 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := ops.NewLogger(stdout, cfg.LogLevel).With("process", "worker", "provider", name)
+	// The adapter and the worker name their provider in their own lines.
+	base := ops.NewLogger(stdout, cfg.LogLevel).With("process", "worker")
+	log := base.With("provider", name)
 	reg := ops.NewRegistry()
 
-	p, err := providers.Build(name, cfg, factory.Deps{Logger: log, Registerer: reg})
+	p, err := providers.Build(name, cfg, factory.Deps{Logger: base, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -76,7 +78,7 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	w, err := worker.New(p, st, conn, pub, worker.Config{
 		Prefetch: cfg.Worker.Prefetch, Concurrency: cfg.Worker.Concurrency,
 		MaxAttempts: cfg.MaxAttempts, Drain: cfg.Shutdown,
-	}, log, reg)
+	}, base, reg)
 	if err != nil {
 		return err
 	}

@@ -161,7 +161,7 @@ type outcomeJSON struct {
 
 func (h *handler) serve(c *fiber.Ctx) error {
 	ctx := c.UserContext()
-	log := ops.Logger(ctx, h.log).With("provider", h.name)
+	log := ops.Logger(ctx, h.log) // h.log names the provider
 	// Fiber reuses its buffers once the handler returns: copy what the
 	// receiver gets. The raw body (not c.Body(), which would decode a
 	// Content-Encoding) is what the signature covers.
