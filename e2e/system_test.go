@@ -22,6 +22,7 @@ import (
 	_ "github.com/go-sql-driver/mysql"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/tandem-sync/tandem/internal/fakes/salesforcefake"
 	"github.com/tandem-sync/tandem/internal/fakes/stripefake"
 	"github.com/tandem-sync/tandem/internal/sandbox"
 	"github.com/tandem-sync/tandem/internal/testutil"
@@ -33,7 +34,10 @@ const (
 	apiToken      = "e2e-token"
 	stripeKey     = "sk_test_e2e"
 	webhookSecret = "whsec_e2e_only"
-	provider      = "stripe"
+	// sfWebhookToken is the ?token= of the Salesforce Outbound Message
+	// endpoint URL.
+	sfWebhookToken = "sf-e2e-token-0123456789"
+	provider       = "stripe"
 )
 
 // retryTiers are the workers' delay queues: short, so a run with faults
@@ -48,6 +52,10 @@ type options struct {
 	workers     int                // worker processes for stripe (default 1)
 	maxAttempts int                // TANDEM_MAX_ATTEMPTS (default 1000: retry until it works)
 	fake        stripefake.Options // the sandbox's delivery options (retry backoff defaults to 20 ms)
+	// salesforce also enables the salesforce provider: a Salesforce fake
+	// in this process, delivering Outbound Messages to the webhook, and one
+	// worker -provider salesforce.
+	salesforce bool
 }
 
 // system is one Tandem deployment for one test: its own database, vhost
@@ -62,6 +70,7 @@ type system struct {
 	proxy   *tcpproxy.Proxy
 	sb      *sandbox.Sandbox
 	sbURL   string
+	sf      *salesforcefake.Server // nil unless options.salesforce
 	api     *process
 	webhook *process
 	workers []*process
@@ -147,6 +156,9 @@ func newSystem(t *testing.T, opts options) *system {
 		"TANDEM_MAX_ATTEMPTS="+strconv.Itoa(opts.maxAttempts),
 		"STRIPE_API_BASE="+s.sbURL,
 	)
+	if opts.salesforce {
+		env = append(env, s.startSalesforce(t, webhookAddr)...)
+	}
 	dir := t.TempDir()
 	s.api = &process{name: "api", path: bin("api"), env: env, dir: dir, addr: apiAddr, out: &logBuffer{}}
 	s.webhook = &process{name: "webhook", path: bin("webhook"), env: env, dir: dir, addr: webhookAddr, out: &logBuffer{}}
@@ -154,6 +166,12 @@ func newSystem(t *testing.T, opts options) *system {
 		addr := freeAddr(t)
 		s.workers = append(s.workers, &process{name: fmt.Sprintf("worker-%d", i+1), path: bin("worker"),
 			args: []string{"-provider", provider}, env: slices.Concat(env, []string{"TANDEM_WORKER_ADDR=" + addr}),
+			dir: dir, addr: addr, out: &logBuffer{}})
+	}
+	if opts.salesforce {
+		addr := freeAddr(t)
+		s.workers = append(s.workers, &process{name: "worker-salesforce", path: bin("worker"),
+			args: []string{"-provider", "salesforce"}, env: slices.Concat(env, []string{"TANDEM_WORKER_ADDR=" + addr}),
 			dir: dir, addr: addr, out: &logBuffer{}})
 	}
 	t.Cleanup(func() {
@@ -172,6 +190,32 @@ func newSystem(t *testing.T, opts options) *system {
 	t.Logf("system up: api %s, webhook %s, sandbox %s, %d worker(s), RabbitMQ via %s, seed %d",
 		apiAddr, webhookAddr, s.sbURL, len(s.workers), s.proxy.Addr(), s.seed)
 	return s
+}
+
+// startSalesforce serves a Salesforce fake that delivers Outbound Messages
+// to the webhook at webhookAddr, and returns the settings that enable the
+// salesforce provider against it.
+func (s *system) startSalesforce(t *testing.T, webhookAddr string) []string {
+	t.Helper()
+	s.sf = salesforcefake.New(salesforcefake.Options{Logger: slog.New(slog.DiscardHandler),
+		RetryBackoff: 20 * time.Millisecond, MaxRetryBackoff: 500 * time.Millisecond})
+	t.Cleanup(s.sf.Close)
+	base, err := s.sf.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("salesforce fake: %v", err)
+	}
+	s.sf.SetOutboundEndpoint("http://"+webhookAddr+"/webhook/salesforce", sfWebhookToken)
+	return []string{
+		"TANDEM_PROVIDERS=" + provider + ",salesforce",
+		"SALESFORCE_INSTANCE_URL=" + base,
+		"SALESFORCE_TOKEN_URL=" + s.sf.TokenURL(),
+		"SALESFORCE_CLIENT_ID=" + salesforcefake.DefaultClientID,
+		"SALESFORCE_CLIENT_SECRET=" + salesforcefake.DefaultClientSecret,
+		"SALESFORCE_WEBHOOK_SECRET=" + sfWebhookToken,
+		"SALESFORCE_ORG_ID=" + s.sf.OrgID(),
+		"SALESFORCE_INTEGRATION_USER_ID=" + s.sf.IntegrationUserID(),
+		"SALESFORCE_METADATA_FIELD=" + salesforcefake.DefaultCustomField,
+	}
 }
 
 // processes lists the system's processes, workers first (they stop first,
