@@ -32,9 +32,7 @@ const secret = "whsec_webhook_test"
 // env is one webhook process on loopback over its own database, fed by a
 // Stripe fake that delivers signed events to it.
 type env struct {
-	t       *testing.T
-	st      *store.Store
-	dsn     string
+	db
 	fake    *stripefake.Server
 	adapter *stripe.Adapter
 	reg     *prometheus.Registry
@@ -61,7 +59,7 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(fake.Close) // runs first: no delivery outlives the app
 	url := "http://" + ln.Addr().String() + "/webhook/stripe"
 	fake.SetWebhookEndpoint(url, secret)
-	return &env{t: t, st: st, dsn: dsn, fake: fake, adapter: adapter, reg: reg, url: url,
+	return &env{db: db{t: t, st: st, dsn: dsn}, fake: fake, adapter: adapter, reg: reg, url: url,
 		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, ExpectContinueTimeout: 10 * time.Second}}}
 }
 
@@ -182,32 +180,39 @@ func (e *env) writes() int {
 	return n
 }
 
-func (e *env) count(q string, args ...any) int64 {
-	e.t.Helper()
-	return testutil.QueryInt(e.t, e.dsn, q, args...)
+// db reads a test's database; both webhook environments embed it.
+type db struct {
+	t   *testing.T
+	st  *store.Store
+	dsn string
 }
 
-func (e *env) user(id string) store.User {
-	e.t.Helper()
-	u, err := e.st.GetUser(context.Background(), id)
-	require.NoError(e.t, err)
+func (d db) count(q string, args ...any) int64 {
+	d.t.Helper()
+	return testutil.QueryInt(d.t, d.dsn, q, args...)
+}
+
+func (d db) user(id string) store.User {
+	d.t.Helper()
+	u, err := d.st.GetUser(context.Background(), id)
+	require.NoError(d.t, err)
 	return u
 }
 
-func (e *env) link(userID string) store.Link {
-	e.t.Helper()
-	links, err := e.st.Links(context.Background(), userID)
-	require.NoError(e.t, err)
-	require.Len(e.t, links[userID], 1)
+func (d db) link(userID string) store.Link {
+	d.t.Helper()
+	links, err := d.st.Links(context.Background(), userID)
+	require.NoError(d.t, err)
+	require.Len(d.t, links[userID], 1)
 	return links[userID][0]
 }
 
 // userByEmail finds the live user with email.
-func (e *env) userByEmail(email string) store.User {
-	e.t.Helper()
-	users, _, err := e.st.ListUsers(context.Background(), store.ListQuery{Email: email, Limit: 2})
-	require.NoError(e.t, err)
-	require.Len(e.t, users, 1, "users with email %s", email)
+func (d db) userByEmail(email string) store.User {
+	d.t.Helper()
+	users, _, err := d.st.ListUsers(context.Background(), store.ListQuery{Email: email, Limit: 2})
+	require.NoError(d.t, err)
+	require.Len(d.t, users, 1, "users with email %s", email)
 	return users[0]
 }
 

@@ -33,9 +33,7 @@ const sfToken = "sf-webhook-token-0123456789"
 // sfEnv is one webhook process serving /webhook/salesforce over its own
 // database, fed by a Salesforce fake that delivers Outbound Messages to it.
 type sfEnv struct {
-	t       *testing.T
-	st      *store.Store
-	dsn     string
+	db
 	fake    *salesforcefake.Server
 	adapter *salesforce.Adapter
 	reg     *prometheus.Registry
@@ -73,7 +71,7 @@ func newSFEnv(t *testing.T, mutate ...func(*salesforce.Config)) *sfEnv {
 	t.Cleanup(fake.Close) // runs first: no delivery outlives the app
 	url := "http://" + ln.Addr().String() + "/webhook/salesforce"
 	fake.SetOutboundEndpoint(url, sfToken)
-	return &sfEnv{t: t, st: st, dsn: dsn, fake: fake, adapter: adapter, reg: reg, url: url,
+	return &sfEnv{db: db{t: t, st: st, dsn: dsn}, fake: fake, adapter: adapter, reg: reg, url: url,
 		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}, skew: skew}
 }
 
@@ -131,34 +129,6 @@ func (e *sfEnv) writes() int {
 		}
 	}
 	return n
-}
-
-func (e *sfEnv) count(q string, args ...any) int64 {
-	e.t.Helper()
-	return testutil.QueryInt(e.t, e.dsn, q, args...)
-}
-
-func (e *sfEnv) user(id string) store.User {
-	e.t.Helper()
-	u, err := e.st.GetUser(context.Background(), id)
-	require.NoError(e.t, err)
-	return u
-}
-
-func (e *sfEnv) link(userID string) store.Link {
-	e.t.Helper()
-	links, err := e.st.Links(context.Background(), userID)
-	require.NoError(e.t, err)
-	require.Len(e.t, links[userID], 1)
-	return links[userID][0]
-}
-
-func (e *sfEnv) userByEmail(email string) store.User {
-	e.t.Helper()
-	users, _, err := e.st.ListUsers(context.Background(), store.ListQuery{Email: email, Limit: 2})
-	require.NoError(e.t, err)
-	require.Len(e.t, users, 1, "users with email %s", email)
-	return users[0]
 }
 
 func (e *sfEnv) outcomes() map[string]string {
