@@ -41,9 +41,17 @@ func Table(w io.Writer, rows []Row) {
 			}
 			ratio += fmt.Sprintf("%.0f %% of %s", r.Ratios[k]*100, k)
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %.0f | %s | %s | %s | %s |\n", r.Stage, r.Conc, r.Ops, r.Rate,
-			fmtDur(r.P50), fmtDur(r.P99), ratio, r.Note)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Stage, orDash(r.Conc, "%d"), orDash(r.Ops, "%d"),
+			orDash(r.Rate, "%.0f"), fmtDur(r.P50), fmtDur(r.P99), ratio, r.Note)
 	}
+}
+
+// orDash formats v, or "-" when it is zero (not measured).
+func orDash[T int | float64](v T, format string) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf(format, v)
 }
 
 func sortedKeys(m map[string]float64) []string {

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -10,9 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -329,70 +326,15 @@ func endToEnd(ctx context.Context, dsn string, conn *broker.Conn, pub *broker.Pu
 	}
 	go func() { _ = app.Listener(ln) }()
 	defer app.Shutdown()
-	base := "http://" + ln.Addr().String()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 10 * time.Second}
-
-	var mu sync.Mutex
-	created := map[string]time.Time{}
-	var wg sync.WaitGroup
-	var firstErr error
-	tick := time.NewTicker(time.Second / time.Duration(rate))
-	defer tick.Stop()
-	end := time.Now().Add(dur)
-	for i := 0; time.Now().Before(end); i++ {
-		<-tick.C
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			body := fmt.Sprintf(`{"email":"e2e-%d@example.com","name":"E2E"}`, i)
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/users", bytes.NewBufferString(body))
-			req.Header.Set("Authorization", "Bearer bench-token")
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := client.Do(req)
-			if err != nil {
-				mu.Lock()
-				firstErr = err
-				mu.Unlock()
-				return
-			}
-			var u struct{ ID string }
-			_ = json.NewDecoder(resp.Body).Decode(&u)
-			resp.Body.Close()
-			at := time.Now()
-			mu.Lock()
-			created[u.ID] = at
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return Row{}, firstErr
+	created, err := offerCreates(ctx, "http://"+ln.Addr().String(), "bench-token", rate, dur)
+	if err != nil {
+		return Row{}, err
 	}
 	// Wait for the tail to reach the fake.
-	deadline := time.Now().Add(60 * time.Second)
-	var lat []time.Duration
-	for {
-		lat = lat[:0]
-		for _, rq := range fake.Requests() {
-			if rq.Method != http.MethodPost || rq.Path != "/v1/customers" || rq.Replayed {
-				continue
-			}
-			if at, ok := created[rq.Params.Get("metadata[tandem_user_id]")]; ok {
-				lat = append(lat, max(0, rq.Time.Sub(at)))
-			}
-		}
-		if len(lat) >= len(created) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	slices.Sort(lat)
+	lat, _ := awaitCreates(ctx, fake, created, 60*time.Second)
 	row := Row{Stage: "End to end: API 201 → fake receives the create", Conc: rate, Ops: len(lat),
 		Rate: float64(len(created)) / dur.Seconds(), Note: "target p50 ≤ 20 ms, p99 ≤ 100 ms; concurrency column = offered writes/s"}
-	if len(lat) > 0 {
-		row.P50 = lat[len(lat)/2]
-		row.P99 = lat[min(len(lat)-1, len(lat)*99/100)]
-	}
+	row.P50, row.P99 = percentiles(lat)
 	if len(lat) < len(created) {
 		row.Note += fmt.Sprintf("; %d of %d never arrived", len(created)-len(lat), len(created))
 	}
