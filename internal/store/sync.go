@@ -18,6 +18,10 @@ type LinkUpdate struct {
 	RemoteID      *string // the remote object's id, once known
 	SyncedVersion *int64  // the user version the provider now holds
 	PushedHash    *string // hash of the state pushed
+	// ForgetPushedHash clears pushed_hash: a push failed, perhaps after the
+	// provider applied it, so what the provider holds is unknown (a later
+	// push of the state last recorded must not be skipped as done).
+	ForgetPushedHash bool
 	// MetadataKeys are the metadata keys the remote object carries; set
 	// SetMetadataKeys to write them (nil then means unknown).
 	MetadataKeys    []string
@@ -136,6 +140,9 @@ func writeLink(tx *gorm.DB, userID, provider string, up LinkUpdate, now time.Tim
 	}
 	if up.PushedHash != nil {
 		set["pushed_hash"] = *up.PushedHash
+	}
+	if up.ForgetPushedHash {
+		set["pushed_hash"] = nil
 	}
 	if up.SetMetadataKeys {
 		if up.MetadataKeys == nil {

@@ -310,6 +310,10 @@ func (w *Worker) sync(ctx context.Context, msg broker.Message, attempt int, fina
 		res, err := w.provider.Upsert(ctx, c, link)
 		if err != nil {
 			up := failure(err, attempt, final)
+			// The push may have been applied before it failed (a timeout, a
+			// 5xx after the write): the remote state and its metadata keys
+			// are unknown now.
+			up.ForgetPushedHash, up.SetMetadataKeys, up.MetadataKeys = true, true, nil
 			if res.RemoteID != "" {
 				up.RemoteID = &res.RemoteID
 			}

@@ -278,3 +278,66 @@ func TestTopologyMismatchKeepsTheWorkerUp(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 }
+
+// lossyProvider fails pushes on demand, like a network that drops the
+// answer: after the provider applied the write, or before it reached it.
+type lossyProvider struct {
+	integrations.Provider
+	mode atomic.Int32 // lossNone, lossAfterApply or lossBefore
+}
+
+const (
+	lossNone int32 = iota
+	lossAfterApply
+	lossBefore
+)
+
+func (l *lossyProvider) Upsert(ctx context.Context, c integrations.Customer, link integrations.Link) (integrations.Result, error) {
+	switch l.mode.Load() {
+	case lossAfterApply:
+		if _, err := l.Provider.Upsert(ctx, c, link); err != nil {
+			return integrations.Result{}, err
+		}
+		return integrations.Result{}, errors.New("connection reset after the write (injected)")
+	case lossBefore:
+		return integrations.Result{}, errors.New("connection refused (injected)")
+	}
+	return l.Provider.Upsert(ctx, c, link)
+}
+
+// TestPushWhoseAnswerWasLostIsNotTakenForTheOldState: a push that failed
+// after the provider applied it leaves the provider's state unknown. When
+// the user then changes back to the state pushed before, the worker must
+// push it, not skip it as "already there" (Stripe would keep the lost
+// push's state for good).
+func TestPushWhoseAnswerWasLostIsNotTakenForTheOldState(t *testing.T) {
+	t.Parallel()
+	lossy := &lossyProvider{}
+	p := newPipeline(t, pipelineOpts{wrap: func(inner integrations.Provider) integrations.Provider {
+		lossy.Provider = inner
+		return lossy
+	}})
+	ctx := context.Background()
+	u := p.create("lost@example.com")
+	p.waitSynced(20*time.Second, store.LinkSynced, u)
+	remote := *p.link(u.ID).RemoteID
+
+	lossy.mode.Store(lossAfterApply)
+	b := "Changed"
+	_, err := p.store.UpdateUser(ctx, u.ID, store.Patch{Name: &b}, 0)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		c, _ := p.fake.Customer(remote)
+		return c.Name == "Changed" && p.link(u.ID).LastError != nil
+	}, 20*time.Second, 10*time.Millisecond, "the lost push reached Stripe and failed in Tandem")
+
+	lossy.mode.Store(lossBefore)
+	back := u.Name
+	u, err = p.store.UpdateUser(ctx, u.ID, store.Patch{Name: &back}, 0)
+	require.NoError(t, err)
+	require.EqualValues(t, 3, u.Version)
+	lossy.mode.Store(lossNone)
+	p.waitSynced(20*time.Second, store.LinkSynced, u)
+	c, _ := p.fake.Customer(remote)
+	require.Equal(t, back, c.Name, "Stripe must end on the user's state")
+}
