@@ -167,9 +167,11 @@ var errRaceLost = errors.New("lost a race for a provider link")
 //     user already deleted is InboundIgnoredDeleted; a deletion soft-deletes
 //     the user (InboundDeleted);
 //  4. an event older than the link's last applied one is InboundStale, and so
-//     is one older (by more than InboundPushMargin) than a change of the
-//     user this provider does not hold yet: the later write wins, by time,
-//     and the worker's pending push overwrites the remote object; on a
+//     is one older (by more than InboundPushMargin) than an API change of
+//     the user this provider does not hold yet: the later write wins, by
+//     time, and the worker's pending push overwrites the remote object
+//     (a change applied from another provider's webhook is not pushed
+//     here, so it does not count); on a
 //     tie, or when the event may predate Tandem's last push (see
 //     InboundPushMargin), refetch supplies the state to apply instead;
 //  5. a state equal to the one Tandem last pushed is InboundEcho;
@@ -495,16 +497,16 @@ func (t *inboundTx) known(ctx context.Context, l Link, cur *User, claimed bool) 
 		return t.outcome(InboundStale, l.UserID, "older than the last applied event ("+l.LastInboundAt.UTC().Format(time.RFC3339Nano)+")")
 	}
 	if !claimed && l.SyncedVersion < cur.Version && cur.UpdatedAt.UTC().After(ev.OccurredAt.Add(InboundPushMargin)) {
-		// The user changed (locally, or through another provider) after
-		// the remote change, and this provider does not hold that change
-		// yet: the later write wins, and the worker's push of it will
-		// overwrite the remote object.
-		if err := t.writeLink(l.UserID, set); err != nil {
+		other, err := t.fromOtherProvider(*cur)
+		if err != nil {
 			return err
 		}
-		t.res.Version = cur.Version
-		return t.outcome(InboundStale, l.UserID, "older than the user's change of "+cur.UpdatedAt.UTC().Format(time.RFC3339Nano)+
-			" (version "+strconv.FormatInt(cur.Version, 10)+"), which is not pushed yet")
+		if !other {
+			return t.olderThanLocalChange(l, *cur, set)
+		}
+		// The user's change came from another provider's webhook: it is
+		// not sent here, and its time is when Tandem received it, so it
+		// does not outrank this event.
 	}
 	if !claimed && t.ambiguous(l) {
 		if t.refetch == nil {
@@ -583,6 +585,37 @@ func (t *inboundTx) known(ctx context.Context, l Link, cur *User, claimed bool) 
 		return err
 	}
 	return t.outcome(outcome, l.UserID, "")
+}
+
+// fromOtherProvider reports whether u's current version was applied from
+// another provider's webhook (not made through the API). Such a change has
+// no outbox row, so it is never pushed here. An inbound apply stamps its
+// link's synced_at with the user's updated_at in the same transaction, and
+// a push always comes later: that is how the two are told apart.
+func (t *inboundTx) fromOtherProvider(u User) (bool, error) {
+	var n int64
+	err := t.tx.Raw(`SELECT COUNT(*) FROM provider_links FORCE INDEX (PRIMARY)
+		WHERE user_id = ? AND provider <> ? AND synced_version = ? AND synced_at = ?`,
+		u.ID, t.provider, u.Version, u.UpdatedAt).Scan(&n).Error
+	if err != nil {
+		return false, fmt.Errorf("reading the links of user %s: %w", u.ID, translate(err))
+	}
+	return n > 0, nil
+}
+
+// olderThanLocalChange records an event older than the user's API change
+// cur, which this provider does not hold yet: the later write wins, and the
+// worker's pending push overwrites the remote object. The remote object
+// holds something else than Tandem last pushed now, so the pushed-state
+// hash is forgotten: a push of that state must not be skipped as done.
+func (t *inboundTx) olderThanLocalChange(l Link, cur User, set map[string]any) error {
+	set["pushed_hash"] = nil
+	if err := t.writeLink(l.UserID, set); err != nil {
+		return err
+	}
+	t.res.Version = cur.Version
+	return t.outcome(InboundStale, l.UserID, "older than the user's change of "+cur.UpdatedAt.UTC().Format(time.RFC3339Nano)+
+		" (version "+strconv.FormatInt(cur.Version, 10)+"), which is not pushed yet")
 }
 
 // ambiguous reports whether the event's state may not be the remote
@@ -728,10 +761,13 @@ func (t *inboundTx) foreign(l Link, detail string) error {
 }
 
 // conflict marks the link of userID conflict with detail (plus the columns in
-// set) and keeps the payload.
+// set), forgets the pushed-state hash and keeps the payload.
 func (t *inboundTx) conflict(userID string, set map[string]any, o InboundOutcome, detail string) error {
 	set["status"] = LinkConflict
 	set["last_error"] = detail
+	// The remote object may hold something else than Tandem last pushed:
+	// the next push must not be skipped as done.
+	set["pushed_hash"] = nil
 	if err := t.writeLink(userID, set); err != nil {
 		return err
 	}

@@ -226,6 +226,7 @@ func TestApplyInboundOlderThanAnUnpushedLocalChangeLoses(t *testing.T) {
 	require.EqualValues(t, 2, got.Version)
 	l := link(t, st, u.ID)
 	require.EqualValues(t, 1, l.SyncedVersion, "the local change is still to be pushed")
+	require.Nil(t, l.PushedHash, "Stripe holds the dashboard edit: a push of the old state must not be skipped")
 	require.True(t, l.LastInboundAt.Equal(older.OccurredAt), "the event's time is recorded")
 
 	// A remote change made after the local one wins, pushed or not.
@@ -238,6 +239,43 @@ func TestApplyInboundOlderThanAnUnpushedLocalChangeLoses(t *testing.T) {
 	require.Equal(t, "Dashboard later", got.Name)
 	require.EqualValues(t, 3, got.Version)
 	require.EqualValues(t, 3, link(t, st, u.ID).SyncedVersion)
+}
+
+// TestApplyInboundAnotherProvidersChangeDoesNotOutrankAnEvent: a change
+// applied from Salesforce's webhook is not pushed to Stripe and is dated
+// when Tandem received it, so a Stripe event made after the Salesforce
+// change (but received later) still applies.
+func TestApplyInboundAnotherProvidersChangeDoesNotOutrankAnEvent(t *testing.T) {
+	t.Parallel()
+	st, _ := testutil.NewStore(t)
+	ctx := context.Background()
+	u := linked(t, st, "two@example.com", "cus_two")
+	contact := "003TWO"
+	err := st.SyncLocked(ctx, u.ID, "salesforce", func(_ context.Context, u store.User, _ store.Link) (store.LinkUpdate, error) {
+		v, h := u.Version, state(u.Email, u.Name, u.Metadata).Hash
+		return store.LinkUpdate{Status: store.LinkSynced, RemoteID: &contact, SyncedVersion: &v, PushedHash: &h}, nil
+	})
+	require.NoError(t, err)
+	now := time.Now()
+	reread := func(st store.RemoteState) store.RefetchFunc {
+		return func(context.Context) (store.RemoteState, bool, error) { return st, true, nil }
+	}
+
+	sf := change(contact, state(u.Email, "From Salesforce", u.Metadata))
+	sf.OccurredAt = now.Add(-20 * time.Second).Truncate(time.Second)
+	res, err := st.ApplyInbound(ctx, "salesforce", sf, reread(sf.State))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundApplied, res.Outcome)
+
+	stripeEdit := change("cus_two", state(u.Email, "From Stripe", u.Metadata))
+	stripeEdit.OccurredAt = now.Add(-10 * time.Second).Truncate(time.Second)
+	res, err = st.ApplyInbound(ctx, "stripe", stripeEdit, reread(stripeEdit.State))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundApplied, res.Outcome, res.Detail)
+	got, err := st.GetUser(ctx, u.ID)
+	require.NoError(t, err)
+	require.Equal(t, "From Stripe", got.Name)
+	require.EqualValues(t, 3, got.Version)
 }
 
 func TestApplyInboundReReadsEventsThatMayPredateAPush(t *testing.T) {
@@ -454,6 +492,7 @@ func TestApplyInboundEmailConflictKeepsEverything(t *testing.T) {
 	l := link(t, st, a.ID)
 	require.Equal(t, store.LinkConflict, l.Status)
 	require.Contains(t, *l.LastError, `"B@example.com"`)
+	require.Nil(t, l.PushedHash, "Stripe holds something else than the push now: the next push must happen")
 	require.Equal(t, before, outboxRows(t, dsn))
 
 	rows, err := st.InboundEvents(ctx, "stripe", store.InboundConflict, 10)
