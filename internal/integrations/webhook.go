@@ -153,6 +153,14 @@ type WebhookRequest struct {
 	Body []byte
 }
 
+// WebhookSizer is optional for a WebhookReceiver whose deliveries may be
+// larger than the webhook's default limit of 1 MiB (Salesforce: an Outbound
+// Message carries up to 100 notifications). The webhook answers 413 to a
+// delivery over MaxWebhookBytes, and stores nothing.
+type WebhookSizer interface {
+	MaxWebhookBytes() int
+}
+
 // WebhookResponder is optional for a WebhookReceiver whose provider expects a
 // particular answer to a delivery (Salesforce: a SOAP acknowledgement, or a
 // SOAP fault to have it delivered again). Without it the webhook answers 200

@@ -529,3 +529,46 @@ func TestSalesforceEchoesAndOlderChangesAreIgnored(t *testing.T) {
 	require.Equal(t, "applied", outcomes[first.ID])
 	require.Equal(t, "applied", outcomes[second.ID])
 }
+
+// TestBodyLimitsArePerRoute serves both routes from one app: an Outbound
+// Message may be larger than 1 MiB (up to 100 notifications; Salesforce
+// would retry a refused one for a day and then drop it), while Stripe
+// deliveries stay limited to 1 MiB.
+func TestBodyLimitsArePerRoute(t *testing.T) {
+	t.Parallel()
+	e := newSFEnv(t)
+	stripeSide := newEnv(t)
+	app := tandemwebhook.New(map[string]integrations.WebhookReceiver{"stripe": stripeSide.adapter, "salesforce": e.adapter},
+		e.st, slog.New(slog.DiscardHandler), ops.NewRegistry())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = app.Listener(ln) }()
+	t.Cleanup(func() { _ = app.Shutdown() })
+	base := "http://" + ln.Addr().String()
+	post := func(path string, body []byte, header http.Header) reply {
+		req, err := http.NewRequest(http.MethodPost, base+path, bytes.NewReader(body))
+		require.NoError(t, err)
+		req.Header = header
+		resp, err := e.client.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return reply{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	}
+	pad := strings.Repeat(" ", tandemwebhook.BodyLimit/2*3)
+
+	msg := sfMessage(e.fake.OrgID(), sfNote{ID: sfNoteID(), ContactID: "0035g00000BigMsgAAA", Email: "big@example.com",
+		First: "Big", Last: "Message", Modified: time.Now()})
+	msg = bytes.Replace(msg, []byte("</soapenv:Envelope>"), []byte(pad+"</soapenv:Envelope>"), 1)
+	require.Greater(t, len(msg), tandemwebhook.BodyLimit)
+	r := post("/webhook/salesforce?token="+sfToken, msg, http.Header{"Content-Type": {"text/xml; charset=utf-8"}, "Soapaction": {`""`}})
+	require.True(t, isAck(r), "a 1.5 MiB Outbound Message is applied: %d %s", r.Status, r.Body)
+	require.Equal(t, "Big Message", e.userByEmail("big@example.com").Name)
+
+	huge := []byte(`{"id":"evt_big","object":"event","pad":"` + pad + `"}`)
+	r = post("/webhook/stripe", huge, signedHeader(huge, secret, time.Now()))
+	require.Equal(t, http.StatusRequestEntityTooLarge, r.Status, "%s", r.Body)
+	require.Equal(t, "application/problem+json", r.Header.Get("Content-Type"))
+	require.Zero(t, e.count("SELECT COUNT(*) FROM inbound_events WHERE provider = 'stripe'"))
+}

@@ -19,7 +19,8 @@
 //     (.../problems/unauthenticated), 403 when it comes from a sender this
 //     deployment does not serve (.../problems/forbidden): nothing is
 //     stored;
-//   - 413 for a body over 1 MiB;
+//   - 413 for a body over BodyLimit (1 MiB), or the receiver's own limit
+//     (integrations.WebhookSizer);
 //   - 500 when an event could not be applied (database or provider
 //     failure): nothing of that event is committed, and the provider's
 //     retry applies it (events of the delivery applied before it are
@@ -59,7 +60,8 @@ import (
 	"github.com/tandem-sync/tandem/internal/store"
 )
 
-// BodyLimit is the largest delivery accepted (413 beyond).
+// BodyLimit is the largest delivery accepted (413 beyond), unless the
+// receiver says otherwise (integrations.WebhookSizer).
 const BodyLimit = 1 << 20
 
 // FetchTimeout bounds one re-read of a remote object.
@@ -121,9 +123,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // receiver (keyed by provider name), GET /healthz, /readyz (checks) and
 // /metrics (reg, which also gets the webhook's metrics).
 func New(receivers map[string]integrations.WebhookReceiver, st Store, log *slog.Logger, reg *prometheus.Registry, checks ...ops.Check) *fiber.App {
+	limits := map[string]int{}
+	appLimit := BodyLimit
+	for name, r := range receivers {
+		limits[name] = BodyLimit
+		if s, ok := r.(integrations.WebhookSizer); ok && s.MaxWebhookBytes() > 0 {
+			limits[name] = s.MaxWebhookBytes()
+		}
+		appLimit = max(appLimit, limits[name])
+	}
 	app := fiber.New(fiber.Config{
 		AppName:               "tandem-webhook",
-		BodyLimit:             BodyLimit,
+		BodyLimit:             appLimit, // each route checks its own limit too
 		DisableStartupMessage: true,
 		ErrorHandler:          errorHandler(log),
 		ReadTimeout:           30 * time.Second,
@@ -134,7 +145,7 @@ func New(receivers map[string]integrations.WebhookReceiver, st Store, log *slog.
 	ops.Mount(app, reg, checks...)
 	m := newMetrics(reg)
 	for _, name := range slices.Sorted(maps.Keys(receivers)) {
-		h := &handler{name: name, recv: receivers[name], store: st, log: log.With("provider", name), m: m}
+		h := &handler{name: name, recv: receivers[name], store: st, log: log.With("provider", name), m: m, limit: limits[name]}
 		h.responder, _ = receivers[name].(integrations.WebhookResponder)
 		app.Post("/webhook/"+name, h.serve)
 	}
@@ -148,6 +159,7 @@ type handler struct {
 	responder integrations.WebhookResponder
 	store     Store
 	log       *slog.Logger
+	limit     int // largest body accepted
 	m         *metrics
 }
 
@@ -162,6 +174,9 @@ type outcomeJSON struct {
 func (h *handler) serve(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	log := ops.Logger(ctx, h.log) // h.log names the provider
+	if len(c.Request().Body()) > h.limit {
+		return fiber.ErrRequestEntityTooLarge
+	}
 	// Fiber reuses its buffers once the handler returns: copy what the
 	// receiver gets. The raw body (not c.Body(), which would decode a
 	// Content-Encoding) is what the signature covers.
@@ -364,7 +379,7 @@ func errorHandler(base *slog.Logger) fiber.ErrorHandler {
 		case errors.As(err, &fe):
 			switch fe.Code {
 			case fiber.StatusRequestEntityTooLarge:
-				p = problem(fe.Code, "too-large", "the request body is larger than 1 MiB")
+				p = problem(fe.Code, "too-large", "the request body is larger than this route accepts")
 			case fiber.StatusNotFound:
 				p = problem(fe.Code, "no-route", "no such route")
 			case fiber.StatusMethodNotAllowed:

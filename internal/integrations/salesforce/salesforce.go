@@ -185,7 +185,10 @@ type Adapter struct {
 	metrics metrics
 }
 
-var _ integrations.Provider = (*Adapter)(nil)
+var (
+	_ integrations.Provider     = (*Adapter)(nil)
+	_ integrations.WebhookSizer = (*Adapter)(nil)
+)
 
 // New returns an adapter for cfg. It returns cfg.Validate's error, or an
 // error registering its metrics. It makes no request.

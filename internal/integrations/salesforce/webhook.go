@@ -141,6 +141,11 @@ func (a *Adapter) event(ctx context.Context, msg OutboundMessage, n Notification
 	return ev, nil
 }
 
+// MaxWebhookBytes is the largest Outbound Message the webhook accepts
+// (integrations.WebhookSizer): MaxMessageBytes, not the webhook's 1 MiB
+// default, since one message carries up to 100 notifications.
+func (a *Adapter) MaxWebhookBytes() int { return MaxMessageBytes }
+
 // Ack renders AckResponse: Salesforce drops every notification of the
 // message.
 func (a *Adapter) Ack([]integrations.InboundEvent) (string, []byte) {
