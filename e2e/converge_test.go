@@ -134,8 +134,17 @@ func (s *system) check(ctx context.Context) *report {
 			r.problems = append(r.problems, describe(u, byID, issues))
 		}
 	}
+	deletedUsers := map[string]bool{}
+	for _, u := range users {
+		if u.Deleted {
+			deletedUsers[u.ID] = true
+		}
+	}
 	for _, c := range customers {
-		if !known[c.ID] {
+		// A deleted customer of a deleted user may be unknown to Tandem: the
+		// delete of a user without a recorded customer replays the create
+		// (a lost create's customer) and deletes what Stripe answers.
+		if !known[c.ID] && !(c.Deleted && deletedUsers[c.Metadata["tandem_user_id"]]) {
 			r.global = append(r.global, fmt.Sprintf("Stripe customer %s (%s, tandem_user_id %q, deleted %v) is unknown to Tandem",
 				c.ID, c.Email, c.Metadata["tandem_user_id"], c.Deleted))
 		}

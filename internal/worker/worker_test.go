@@ -341,3 +341,32 @@ func TestPushWhoseAnswerWasLostIsNotTakenForTheOldState(t *testing.T) {
 	c, _ := p.fake.Customer(remote)
 	require.Equal(t, back, c.Name, "Stripe must end on the user's state")
 }
+
+// TestDeleteAfterALostCreateDeletesTheCustomer: the create reached Stripe
+// but its answer was lost (or the worker died before recording it), so
+// Tandem has no customer id; the user is then deleted. The worker must not
+// leave that customer live.
+func TestDeleteAfterALostCreateDeletesTheCustomer(t *testing.T) {
+	t.Parallel()
+	lossy := &lossyProvider{}
+	lossy.mode.Store(lossAfterApply)
+	p := newPipeline(t, pipelineOpts{wrap: func(inner integrations.Provider) integrations.Provider {
+		lossy.Provider = inner
+		return lossy
+	}})
+	ctx := context.Background()
+	u := p.create("orphan@example.com")
+	require.Eventually(t, func() bool {
+		return len(customersOf(p.fake, u.ID)) == 1 && p.link(u.ID).LastError != nil
+	}, 20*time.Second, 10*time.Millisecond, "the create reached Stripe and failed in Tandem")
+	require.Nil(t, p.link(u.ID).RemoteID)
+
+	lossy.mode.Store(lossBefore)
+	u, err := p.store.DeleteUser(ctx, u.ID, 0)
+	require.NoError(t, err)
+	lossy.mode.Store(lossNone)
+	p.waitSynced(20*time.Second, store.LinkDeleted, u)
+	cs := customersOf(p.fake, u.ID)
+	require.Len(t, cs, 1, "no second customer")
+	require.True(t, cs[0].Deleted, "the customer of a deleted user is deleted")
+}

@@ -415,11 +415,20 @@ func TestDelete(t *testing.T) {
 		})
 		require.NoError(t, h.adapter.Delete(context.Background(), testCustomer(), integrations.Link{RemoteID: "cus_1"}))
 	})
-	t.Run("no remote id sends nothing", func(t *testing.T) {
+	t.Run("no remote id replays the create, then deletes what it answers", func(t *testing.T) {
 		t.Parallel()
-		h := newHarness(t, 1000, nil)
+		h := newHarness(t, 1000, func(r request) answer {
+			if r.Method == "POST" {
+				return answer{status: 200, body: `{"id":"cus_lost","object":"customer","metadata":{"tandem_user_id":"` + uid + `"}}`}
+			}
+			return answer{status: 200, body: `{"id":"cus_lost","object":"customer","deleted":true}`}
+		})
 		require.NoError(t, h.adapter.Delete(context.Background(), testCustomer(), integrations.Link{}))
-		require.Empty(t, h.fake.requests())
+		reqs := h.fake.requests()
+		require.Len(t, reqs, 2)
+		require.Equal(t, "POST /v1/customers", reqs[0].Method+" "+reqs[0].Path)
+		require.Equal(t, "tandem-stripe-create-"+uid, reqs[0].Key, "the create's own key: Stripe answers with the customer it made")
+		require.Equal(t, "DELETE /v1/customers/cus_lost", reqs[1].Method+" "+reqs[1].Path)
 	})
 	t.Run("errors keep their kind", func(t *testing.T) {
 		t.Parallel()

@@ -195,15 +195,28 @@ func (a *Adapter) Upsert(ctx context.Context, c integrations.Customer, link inte
 	return res, nil
 }
 
-// Delete deletes the customer link.RemoteID. It returns nil if there is none
-// or it is already gone, a permanent error if c has no user id, otherwise
-// errors of the contract's kinds.
+// Delete deletes the customer link.RemoteID. It returns nil if it is
+// already gone, a permanent error if c has no user id, otherwise errors of
+// the contract's kinds.
+//
+// Without a remote id, Tandem may still have made a customer whose id it
+// never recorded (the answer to the create was lost, or the worker died
+// before recording it). Delete replays the create, with the same
+// idempotency key and the same parameters: Stripe answers with the customer
+// it made, if it made one within the key's 24 hours, or makes one; either
+// way that customer is then deleted, so no live customer of a deleted user
+// remains. (A user deleted before its first push costs one create and one
+// delete; a create lost more than 24 hours earlier is not found.)
 func (a *Adapter) Delete(ctx context.Context, c integrations.Customer, link integrations.Link) error {
-	if link.RemoteID == "" {
-		return nil
-	}
 	if c.UserID == "" {
-		return integrations.Permanent(fmt.Errorf("stripe: deleting customer %s: no user id for the idempotency key", link.RemoteID))
+		return integrations.Permanent(fmt.Errorf("stripe: deleting customer %q: no user id for the idempotency key", link.RemoteID))
+	}
+	if link.RemoteID == "" {
+		id, err := a.create(ctx, c)
+		if err != nil {
+			return fmt.Errorf("stripe: finding the customer a lost create may have made: %w", err)
+		}
+		link.RemoteID = id
 	}
 	p := &stripego.CustomerParams{}
 	p.Context = ctx
