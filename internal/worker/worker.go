@@ -311,9 +311,10 @@ func (w *Worker) sync(ctx context.Context, msg broker.Message, attempt int, fina
 		if err != nil {
 			up := failure(err, attempt, final)
 			// The push may have been applied before it failed (a timeout, a
-			// 5xx after the write): the remote state and its metadata keys
-			// are unknown now.
-			up.ForgetPushedHash, up.SetMetadataKeys, up.MetadataKeys = true, true, nil
+			// 5xx after the write): the remote state is unknown now. (The
+			// metadata keys may be stale too; a stale list only costs the
+			// adapter one more call, see integrations.Link.)
+			up.ForgetPushedHash = true
 			if res.RemoteID != "" {
 				up.RemoteID = &res.RemoteID
 			}
