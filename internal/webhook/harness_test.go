@@ -150,15 +150,18 @@ func customer(id, email, name string, md map[string]string) map[string]any {
 
 // push does what the worker does for u: Upsert under the link lock, and
 // record the link (remote id, synced version, pushed hash, metadata keys).
-func (e *env) push(userID string) {
-	e.t.Helper()
-	err := e.st.SyncLocked(context.Background(), userID, "stripe", func(ctx context.Context, u store.User, l store.Link) (store.LinkUpdate, error) {
+func (e *env) push(userID string) { e.db.push(e.adapter, userID) }
+
+// push does what the worker of p does for u.
+func (d db) push(p integrations.Provider, userID string) {
+	d.t.Helper()
+	err := d.st.SyncLocked(context.Background(), userID, p.Name(), func(ctx context.Context, u store.User, l store.Link) (store.LinkUpdate, error) {
 		c := integrations.Customer{UserID: u.ID, Email: u.Email, Name: u.Name, Phone: u.Phone, Metadata: u.Metadata, Version: u.Version}
 		link := integrations.Link{MetadataKeys: l.MetadataKeyList()}
 		if l.RemoteID != nil {
 			link.RemoteID = *l.RemoteID
 		}
-		res, err := e.adapter.Upsert(ctx, c, link)
+		res, err := p.Upsert(ctx, c, link)
 		if err != nil {
 			return store.LinkUpdate{}, err
 		}
@@ -166,7 +169,7 @@ func (e *env) push(userID string) {
 		return store.LinkUpdate{Status: store.LinkSynced, RemoteID: &res.RemoteID, SyncedVersion: &version,
 			PushedHash: &hash, MetadataKeys: res.MetadataKeys, SetMetadataKeys: true}, nil
 	})
-	require.NoError(e.t, err)
+	require.NoError(d.t, err)
 }
 
 // writes counts the write requests (POST, DELETE) the fake received.

@@ -101,24 +101,7 @@ func (e *sfEnv) post(body []byte, query string) reply {
 }
 
 // push does what the Salesforce worker does for a user.
-func (e *sfEnv) push(userID string) {
-	e.t.Helper()
-	err := e.st.SyncLocked(context.Background(), userID, salesforce.Name, func(ctx context.Context, u store.User, l store.Link) (store.LinkUpdate, error) {
-		c := integrations.Customer{UserID: u.ID, Email: u.Email, Name: u.Name, Phone: u.Phone, Metadata: u.Metadata, Version: u.Version}
-		link := integrations.Link{MetadataKeys: l.MetadataKeyList()}
-		if l.RemoteID != nil {
-			link.RemoteID = *l.RemoteID
-		}
-		res, err := e.adapter.Upsert(ctx, c, link)
-		if err != nil {
-			return store.LinkUpdate{}, err
-		}
-		hash, version := c.Hash(), u.Version
-		return store.LinkUpdate{Status: store.LinkSynced, RemoteID: &res.RemoteID, SyncedVersion: &version,
-			PushedHash: &hash, MetadataKeys: res.MetadataKeys, SetMetadataKeys: true}, nil
-	})
-	require.NoError(e.t, err)
-}
+func (e *sfEnv) push(userID string) { e.db.push(e.adapter, userID) }
 
 // writes counts the contact writes (anything but GET) the fake received.
 func (e *sfEnv) writes() int {
