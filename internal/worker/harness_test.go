@@ -38,6 +38,7 @@ type pipeline struct {
 	pubConn *broker.Conn
 	cfg     worker.Config
 	tiers   []time.Duration
+	wstore  worker.Store // what the workers use: store, or wrapStore(store)
 }
 
 type pipelineOpts struct {
@@ -47,6 +48,8 @@ type pipelineOpts struct {
 	cfg     worker.Config
 	// wrap decorates the provider of each worker.
 	wrap func(integrations.Provider) integrations.Provider
+	// wrapStore decorates the store of each worker.
+	wrapStore func(worker.Store) worker.Store
 }
 
 func newPipeline(t *testing.T, o pipelineOpts) *pipeline {
@@ -58,6 +61,10 @@ func newPipeline(t *testing.T, o pipelineOpts) *pipeline {
 	}
 	t.Cleanup(cancel)
 	p.store, p.dsn = testutil.NewStore(t)
+	p.wstore = p.store
+	if o.wrapStore != nil {
+		p.wstore = o.wrapStore(p.store)
+	}
 	p.amqpURL = testutil.NewVhost(t)
 	p.fake = stripefake.New(stripefake.Options{Logger: quiet})
 	t.Cleanup(p.fake.Close)
@@ -115,7 +122,7 @@ func (p *pipeline) startWorker(name string, wrap func(integrations.Provider) int
 	}
 	conn := p.dial(proxiedURL(p.t, p.amqpURL, p.proxy.Addr()), name)
 	pub := broker.NewPublisher(conn, broker.PublisherOptions{RetryTiers: p.tiers})
-	w, err := worker.New(prov, p.store, conn, pub, p.cfg, quiet, prometheus.NewRegistry())
+	w, err := worker.New(prov, p.wstore, conn, pub, p.cfg, quiet, prometheus.NewRegistry())
 	require.NoError(p.t, err)
 	ctx, cancel := context.WithCancel(p.ctx)
 	done := make(chan struct{})

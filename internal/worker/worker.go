@@ -12,7 +12,9 @@
 // through the delay queues (tandem.retry.<provider>.<tier>) until
 // MaxAttempts, then dead-lettered; a permanent one is dead-lettered at once
 // (tandem.dead.<provider>, reason in x-tandem-error) and the link shows
-// failed with the provider's message.
+// failed with the provider's message. A failure of MySQL is retried through
+// the delay queues for as long as it lasts: only the provider's failures use
+// up MaxAttempts.
 package worker
 
 import (
@@ -56,8 +58,8 @@ type Config struct {
 	Prefetch int
 	// Concurrency is how many messages are processed at once (default 32).
 	Concurrency int
-	// MaxAttempts is how many times one message is tried before it is
-	// dead-lettered (default 10).
+	// MaxAttempts is how many times the provider may fail one message
+	// before it is dead-lettered (default 10); MySQL failures do not count.
 	MaxAttempts int
 	// Drain bounds how long in-flight messages may take to finish after
 	// the context is cancelled (default 20 s); what is left is handed back
@@ -236,7 +238,9 @@ func (w *Worker) handle(ctx context.Context, d amqp.Delivery) {
 	case err == nil:
 	case errors.Is(err, store.ErrNotFound):
 		outcome, err = OutcomeUnknownUser, nil
-	case integrations.IsPermanent(err) || final:
+	case integrations.IsPermanent(err) || final && isProviderError(err):
+		// Only the provider's failures use up the retry budget: a database
+		// or broker outage, however long, is waited out.
 		outcome = OutcomeDead
 	default:
 		outcome = OutcomeRetried
@@ -294,7 +298,7 @@ func (w *Worker) sync(ctx context.Context, msg broker.Message, attempt int, fina
 
 		if u.DeletedAt != nil {
 			if err := w.provider.Delete(ctx, c, link); err != nil {
-				return failure(err, attempt, final), err
+				return failure(err, attempt, final), providerError{err}
 			}
 			outcome = OutcomeDeleted
 			return store.LinkUpdate{Status: store.LinkDeleted, SyncedVersion: &version}, nil
@@ -318,7 +322,7 @@ func (w *Worker) sync(ctx context.Context, msg broker.Message, attempt int, fina
 			if res.RemoteID != "" {
 				up.RemoteID = &res.RemoteID
 			}
-			return up, err
+			return up, providerError{err}
 		}
 		outcome = OutcomeSynced
 		up := store.LinkUpdate{Status: store.LinkSynced, RemoteID: &res.RemoteID, SyncedVersion: &version,
@@ -330,6 +334,18 @@ func (w *Worker) sync(ctx context.Context, msg broker.Message, attempt int, fina
 		return up, nil
 	})
 	return outcome, err
+}
+
+// providerError marks an error of the provider (not of MySQL): only those
+// count towards MaxAttempts.
+type providerError struct{ err error }
+
+func (e providerError) Error() string { return e.err.Error() }
+func (e providerError) Unwrap() error { return e.err }
+
+func isProviderError(err error) bool {
+	var pe providerError
+	return errors.As(err, &pe)
 }
 
 // failure is the link update recorded for a failed push: failed when the

@@ -370,3 +370,55 @@ func TestDeleteAfterALostCreateDeletesTheCustomer(t *testing.T) {
 	require.Len(t, cs, 1, "no second customer")
 	require.True(t, cs[0].Deleted, "the customer of a deleted user is deleted")
 }
+
+// downStore fails SyncLocked like an unreachable MySQL while down is set.
+type downStore struct {
+	worker.Store
+	down  atomic.Bool
+	calls atomic.Int32
+}
+
+func (d *downStore) SyncLocked(ctx context.Context, userID, provider string, fn store.SyncFunc) error {
+	d.calls.Add(1)
+	if d.down.Load() {
+		return errors.New("reading user and link: dial tcp 127.0.0.1:3306: connect: connection refused (injected)")
+	}
+	return d.Store.SyncLocked(ctx, userID, provider, fn)
+}
+
+// TestDatabaseOutageDoesNotUseUpTheRetryBudget: while MySQL is down, a
+// message is retried past MaxAttempts instead of being dead-lettered, and
+// syncs once MySQL is back.
+func TestDatabaseOutageDoesNotUseUpTheRetryBudget(t *testing.T) {
+	t.Parallel()
+	ds := &downStore{}
+	ds.down.Store(true)
+	p := newPipeline(t, pipelineOpts{cfg: worker.Config{MaxAttempts: 2}, wrapStore: func(s worker.Store) worker.Store {
+		ds.Store = s
+		return ds
+	}})
+	u := p.create("outage@example.com")
+	require.Eventually(t, func() bool { return ds.calls.Load() >= 5 }, 20*time.Second, 10*time.Millisecond,
+		"the message is tried again and again past MaxAttempts (2)")
+	require.Zero(t, p.queueDepth(broker.DeadQueue("stripe")), "nothing dead-lettered while MySQL was down")
+	ds.down.Store(false)
+	p.waitSynced(20*time.Second, store.LinkSynced, u)
+	require.Zero(t, p.queueDepth(broker.DeadQueue("stripe")))
+	require.Len(t, customersOf(p.fake, u.ID), 1)
+}
+
+// TestTransientProviderFailuresDeadLetterAfterMaxAttempts: the provider's
+// transient failures do use up the budget.
+func TestTransientProviderFailuresDeadLetterAfterMaxAttempts(t *testing.T) {
+	t.Parallel()
+	lossy := &lossyProvider{}
+	lossy.mode.Store(lossBefore)
+	p := newPipeline(t, pipelineOpts{cfg: worker.Config{MaxAttempts: 2}, wrap: func(inner integrations.Provider) integrations.Provider {
+		lossy.Provider = inner
+		return lossy
+	}})
+	u := p.create("budget@example.com")
+	l := p.waitStatus(20*time.Second, u.ID, store.LinkFailed)
+	require.Contains(t, deref(l.LastError), "gave up after 2 attempts")
+	require.Eventually(t, func() bool { return p.queueDepth(broker.DeadQueue("stripe")) == 1 }, 20*time.Second, 10*time.Millisecond)
+}
