@@ -19,7 +19,7 @@ tools: ## install stripe-mock (Stripe's request-shape checker) for the contract 
 build: ## build every command into bin/
 	@mkdir -p bin && $(GO) build -o bin/ ./cmd/...
 
-run: up build ## start the system (api; Ctrl-C stops it)
+run: up build ## start the system (api, webhook, a worker per provider, the Stripe sandbox; Ctrl-C stops it)
 	@scripts/run.sh
 
 test: up tools ## run all tests against the real MariaDB and RabbitMQ
