@@ -10,6 +10,7 @@ import (
 	"crypto/subtle"
 	_ "embed"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -97,10 +98,10 @@ func New(users Users, idem Idempotency, cfg Config, log *slog.Logger, reg *prome
 		return c.Send(openAPISpec)
 	})
 	v1 := app.Group("/v1", s.auth)
-	v1.Post("/users", s.createUser)
+	v1.Post("/users", identityOnly, s.createUser)
 	v1.Get("/users", s.listUsers)
 	v1.Get("/users/:id", s.getUser)
-	v1.Patch("/users/:id", s.patchUser)
+	v1.Patch("/users/:id", identityOnly, s.patchUser)
 	v1.Delete("/users/:id", s.deleteUser)
 	return app
 }
@@ -126,3 +127,14 @@ func (s *Server) auth(c *fiber.Ctx) error {
 }
 
 type tokenKey struct{}
+
+// identityOnly refuses request bodies with a Content-Encoding: Fiber would
+// inflate them past the body limit (a small gzip body can expand to
+// gigabytes), and no client of this API needs them.
+func identityOnly(c *fiber.Ctx) error {
+	if enc := strings.TrimSpace(c.Get(fiber.HeaderContentEncoding)); enc != "" && !strings.EqualFold(enc, "identity") {
+		return problem(fiber.StatusUnsupportedMediaType, "unsupported-encoding",
+			"request bodies must not be compressed (Content-Encoding "+strconv.Quote(enc)+" is not accepted)")
+	}
+	return c.Next()
+}

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
@@ -74,8 +76,8 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 		setETag(c, u.Version)
 		return c.Status(fiber.StatusCreated).JSON(s.render(u, nil))
 	}
-	if len(key) > 255 {
-		return problem(fiber.StatusBadRequest, "bad-idempotency-key", "Idempotency-Key must be at most 255 characters")
+	if len(key) > 255 || !printable(key) {
+		return problem(fiber.StatusBadRequest, "bad-idempotency-key", "Idempotency-Key must be at most 255 printable characters (UTF-8)")
 	}
 	token, _ := c.Locals(tokenKey{}).([32]byte)
 	scope := sha256.Sum256(append(token[:], "POST /v1/users"...))
@@ -227,19 +229,49 @@ func decodeCursor(s string) (string, error) {
 }
 
 // ifMatch parses If-Match: "<version>", W/"<version>" or * (0 = no
-// precondition).
+// precondition). "0", a version no user has, is a 412.
 func ifMatch(c *fiber.Ctx) (int64, error) {
 	h := strings.TrimSpace(c.Get(fiber.HeaderIfMatch))
 	if h == "" || h == "*" {
 		return 0, nil
 	}
 	v := strings.TrimPrefix(h, "W/")
-	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-		if n, err := strconv.ParseInt(v[1:len(v)-1], 10, 64); err == nil && n > 0 {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' && digits(v[1:len(v)-1]) {
+		n, err := strconv.ParseInt(v[1:len(v)-1], 10, 64)
+		switch {
+		case err == nil && n > 0:
 			return n, nil
+		case err == nil || errors.Is(err, strconv.ErrRange):
+			return 0, problem(fiber.StatusPreconditionFailed, "version-mismatch", "If-Match names a version no user has")
 		}
 	}
 	return 0, problem(fiber.StatusBadRequest, "bad-if-match", `If-Match must be "<version>", W/"<version>" or *`)
+}
+
+// digits reports whether s is one or more ASCII digits.
+func digits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// printable reports whether s is valid UTF-8 without control characters.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Server) patchUser(c *fiber.Ctx) error {

@@ -1,6 +1,9 @@
 package api_test
 
 import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -405,4 +408,64 @@ func TestRequestIDAndHealth(t *testing.T) {
 	m := string(e.do(req{Method: "GET", Path: "/metrics"}).Body)
 	require.Contains(t, m, `tandem_http_requests_total{method="GET",route="/v1/users",status="200"}`)
 	require.Equal(t, http.StatusNotFound, e.do(req{Method: "GET", Path: "/nope"}).Status)
+}
+
+// TestLargestMetadataIsStored: 50 keys of 500 characters that take 3 bytes
+// each in UTF-8 (and 6 escaped in JSON) are valid and fit the column.
+func TestLargestMetadataIsStored(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	md := map[string]any{}
+	for i := range 50 {
+		if i%2 == 0 {
+			md[fmt.Sprintf("key%02d", i)] = strings.Repeat("€", 500)
+		} else {
+			md[fmt.Sprintf("key%02d", i)] = strings.Repeat("<", 500)
+		}
+	}
+	r := e.do(req{Method: "POST", Path: "/v1/users", Body: map[string]any{"email": "big-md@example.com", "name": "Big", "metadata": md}})
+	require.Equal(t, 201, r.Status, "%s", r.Body)
+	var u map[string]any
+	require.NoError(t, json.Unmarshal(r.Body, &u))
+	got := e.do(req{Method: "GET", Path: "/v1/users/" + u["id"].(string)})
+	require.Equal(t, 200, got.Status, "%s", got.Body)
+	var back map[string]any
+	require.NoError(t, json.Unmarshal(got.Body, &back))
+	require.Equal(t, md, back["metadata"])
+}
+
+// TestCompressedBodiesAre415: Fiber would inflate them past the body limit.
+func TestCompressedBodiesAre415(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	_, err := zw.Write([]byte(`{"email":"zip@example.com","name":"` + strings.Repeat("a", 3<<20) + `"}`))
+	require.NoError(t, err)
+	require.NoError(t, zw.Close())
+	require.Less(t, zipped.Len(), 64<<10, "small on the wire")
+	enc := map[string]string{"Content-Encoding": "gzip"}
+	requireProblem(t, e.do(req{Method: "POST", Path: "/v1/users", Body: zipped.Bytes(), Invalid: true, Header: enc}), 415)
+	u := e.create("plain@example.com", "Plain")
+	requireProblem(t, e.do(req{Method: "PATCH", Path: "/v1/users/" + u["id"].(string), Body: zipped.Bytes(), Invalid: true, Header: enc}), 415)
+	require.EqualValues(t, 1, e.count("SELECT COUNT(*) FROM users"))
+}
+
+func TestIdempotencyKeyAndIfMatchAreChecked(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	body := map[string]any{"email": "key@example.com", "name": "Key"}
+	requireProblem(t, e.do(req{Method: "POST", Path: "/v1/users", Body: body, Invalid: true,
+		Header: map[string]string{"Idempotency-Key": "k\xff\xfe"}}), 400)
+	require.EqualValues(t, 0, e.count("SELECT COUNT(*) FROM users"))
+
+	u := e.create("key@example.com", "Key")
+	path := "/v1/users/" + u["id"].(string)
+	for value, status := range map[string]int{`"0"`: 412, `W/"0"`: 412, `"99999999999999999999"`: 412, `"+1"`: 400, `"-1"`: 400, `"1 "`: 400, `1`: 400} {
+		r := e.do(req{Method: "PATCH", Path: path, Body: map[string]any{"name": "K"}, Invalid: status == 400,
+			Header: map[string]string{"If-Match": value}})
+		requireProblem(t, r, status)
+	}
+	got := e.do(req{Method: "GET", Path: path})
+	require.Contains(t, string(got.Body), `"version":1`)
 }

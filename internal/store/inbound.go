@@ -77,7 +77,7 @@ const (
 	maxEmailChars    = 254
 	maxNameChars     = 256
 	maxPhoneChars    = 32
-	maxMetadataBytes = 65535
+	maxMetadataBytes = 1<<24 - 1 // MEDIUMTEXT
 	maxRemoteIDBytes = 255
 	maxEventIDBytes  = 255
 	maxEventTypeLen  = 64

@@ -1,0 +1,2 @@
+ALTER TABLE users
+    MODIFY COLUMN metadata TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL;
