@@ -75,9 +75,10 @@ func TestIdempotencyKeyInFlightAndAbandoned(t *testing.T) {
 	k := store.IdempotencyKey{Scope: hex.EncodeToString(scope[:]), Key: "in-flight", RequestHash: hex.EncodeToString(reqHash[:])}
 
 	// Another request holds the key and is still running.
-	stored, err := e.store.BeginIdempotent(context.Background(), k, time.Hour, time.Minute)
+	first, stored, err := e.store.BeginIdempotent(context.Background(), k, time.Hour, time.Minute)
 	require.NoError(t, err)
 	require.Nil(t, stored)
+	require.False(t, first.Claim.IsZero())
 	p := requireProblem(t, e.do(req{Method: "POST", Path: "/v1/users", Body: body, Header: map[string]string{"Idempotency-Key": "in-flight"}}), 409)
 	require.Contains(t, p["detail"], "in progress")
 	require.EqualValues(t, 0, e.count("SELECT COUNT(*) FROM users"))
@@ -88,6 +89,18 @@ func TestIdempotencyKeyInFlightAndAbandoned(t *testing.T) {
 	require.NoError(t, err)
 	r := e.do(req{Method: "POST", Path: "/v1/users", Body: body, Header: map[string]string{"Idempotency-Key": "in-flight"}})
 	require.Equal(t, 201, r.Status, "%s", r.Body)
+
+	// The first claimant was only slow, not dead: when it finishes, it
+	// stores nothing, releases nothing and commits nothing.
+	ctx := context.Background()
+	require.ErrorIs(t, e.store.FinishIdempotent(ctx, first, 500, []byte(`{}`)), store.ErrIdempotencyLost)
+	require.NoError(t, e.store.ReleaseIdempotent(ctx, first))
+	_, err = e.store.CreateUser(ctx, store.NewUser{Email: "late@example.com", Name: "Late"},
+		&store.SaveResponse{Key: first, Status: 201, Render: func(store.User) ([]byte, error) { return []byte(`{}`), nil }})
+	require.ErrorIs(t, err, store.ErrIdempotencyLost)
+	require.EqualValues(t, 1, e.count("SELECT COUNT(*) FROM users"), "the late create was rolled back")
+	require.EqualValues(t, 1, e.count("SELECT COUNT(*) FROM outbox"))
+
 	r2 := e.do(req{Method: "POST", Path: "/v1/users", Body: body, Header: map[string]string{"Idempotency-Key": "in-flight"}})
 	require.Equal(t, "true", r2.Header.Get("Idempotent-Replayed"))
 	require.JSONEq(t, string(r.Body), string(r2.Body))

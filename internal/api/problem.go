@@ -60,6 +60,8 @@ func toProblem(err error) *Problem {
 		return problem(fiber.StatusUnprocessableEntity, "idempotency-mismatch", "this Idempotency-Key was used with a different request body")
 	case errors.Is(err, store.ErrIdempotencyInFlight):
 		return problem(fiber.StatusConflict, "idempotency-in-flight", "a request with this Idempotency-Key is still in progress")
+	case errors.Is(err, store.ErrIdempotencyLost):
+		return problem(fiber.StatusConflict, "idempotency-in-flight", "a later request with this Idempotency-Key took it over: this one was not applied; replay the key to get the outcome")
 	case errors.As(err, &fe):
 		switch fe.Code {
 		case fiber.StatusRequestEntityTooLarge:

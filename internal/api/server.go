@@ -42,7 +42,7 @@ type Users interface {
 
 // Idempotency is what the HTTP layer needs to honour Idempotency-Key.
 type Idempotency interface {
-	BeginIdempotent(ctx context.Context, k store.IdempotencyKey, ttl, abandon time.Duration) (*store.StoredResponse, error)
+	BeginIdempotent(ctx context.Context, k store.IdempotencyKey, ttl, abandon time.Duration) (store.IdempotencyKey, *store.StoredResponse, error)
 	FinishIdempotent(ctx context.Context, k store.IdempotencyKey, status int, body []byte) error
 	ReleaseIdempotent(ctx context.Context, k store.IdempotencyKey) error
 }

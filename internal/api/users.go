@@ -84,7 +84,7 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 	reqHash := sha256.Sum256(body)
 	k := store.IdempotencyKey{Scope: hex.EncodeToString(scope[:]), Key: strings.Clone(key), RequestHash: hex.EncodeToString(reqHash[:])}
 
-	stored, err := s.idem.BeginIdempotent(ctx, k, s.cfg.IdempotencyTTL, s.cfg.IdempotencyAbandon)
+	k, stored, err := s.idem.BeginIdempotent(ctx, k, s.cfg.IdempotencyTTL, s.cfg.IdempotencyAbandon)
 	if err != nil {
 		return err
 	}
@@ -115,12 +115,19 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 	}}
 	u, err := s.users.CreateUser(ctx, in, save)
 	if err != nil {
+		if errors.Is(err, store.ErrIdempotencyLost) {
+			// A retry took the key over (this request outlived the abandon
+			// period): nothing of this one was committed.
+			return err
+		}
 		if errors.Is(err, store.ErrConflict) {
 			// A definite answer: replays of this key give it too.
 			p := toProblem(err)
 			b, _ := json.Marshal(p)
 			if ferr := s.idem.FinishIdempotent(ctx, k, p.Status, b); ferr != nil {
-				s.release(c, k)
+				if !errors.Is(ferr, store.ErrIdempotencyLost) {
+					s.release(c, k)
+				}
 				return ferr
 			}
 			return sendProblem(c, p)

@@ -15,6 +15,10 @@ var (
 	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
 	// ErrIdempotencyInFlight: the first request with the key is still running.
 	ErrIdempotencyInFlight = errors.New("a request with this idempotency key is in progress")
+	// ErrIdempotencyLost: the caller's claim on the key was taken over by a
+	// retry (it was older than the abandon period): the caller's request
+	// must not commit, and stores or releases nothing.
+	ErrIdempotencyLost = errors.New("the idempotency key was taken over by another request with it")
 )
 
 // IdempotencyKey identifies one API Idempotency-Key: Scope is a hash of the
@@ -23,6 +27,10 @@ type IdempotencyKey struct {
 	Scope       string
 	Key         string
 	RequestHash string
+	// Claim identifies the caller's claim on the key (BeginIdempotent sets
+	// it): FinishIdempotent, ReleaseIdempotent and a SaveResponse act only
+	// while the claim is still the caller's.
+	Claim time.Time
 }
 
 // StoredResponse is the response recorded for an idempotency key.
@@ -43,23 +51,26 @@ type idemRow struct {
 
 func (idemRow) TableName() string { return "idempotency_keys" }
 
-// BeginIdempotent claims k for a new request, kept for ttl. It returns
-// (nil, nil) when the caller owns the key and must run the request; the
-// stored response when the request already ran; ErrIdempotencyMismatch when
-// the key was used with another body; ErrIdempotencyInFlight while the first
-// request runs. A claim left unfinished for longer than abandon (its process
-// died) is taken over.
-func (s *Store) BeginIdempotent(ctx context.Context, k IdempotencyKey, ttl, abandon time.Duration) (*StoredResponse, error) {
+// BeginIdempotent claims k for a new request, kept for ttl. It returns the
+// key with the caller's Claim and no response when the caller owns the key
+// and must run the request; the stored response when the request already
+// ran; ErrIdempotencyMismatch when the key was used with another body;
+// ErrIdempotencyInFlight while the first request runs. A claim left
+// unfinished for longer than abandon (its process died, or it hangs) is
+// taken over; the first claimant then gets ErrIdempotencyLost when it
+// tries to store or release anything.
+func (s *Store) BeginIdempotent(ctx context.Context, k IdempotencyKey, ttl, abandon time.Duration) (IdempotencyKey, *StoredResponse, error) {
 	db := s.db.WithContext(ctx)
 	for range 5 {
 		now := s.clock()
 		row := idemRow{Scope: k.Scope, IdemKey: k.Key, RequestHash: k.RequestHash, CreatedAt: now, ExpiresAt: now.Add(ttl)}
 		err := translate(db.Create(&row).Error)
 		if err == nil {
-			return nil, nil
+			k.Claim = now
+			return k, nil, nil
 		}
 		if !errors.Is(err, ErrConflict) {
-			return nil, fmt.Errorf("claiming idempotency key: %w", err)
+			return k, nil, fmt.Errorf("claiming idempotency key: %w", err)
 		}
 		var cur idemRow
 		err = translate(db.Where("scope = ? AND idem_key = ?", k.Scope, k.Key).Take(&cur).Error)
@@ -67,46 +78,51 @@ func (s *Store) BeginIdempotent(ctx context.Context, k IdempotencyKey, ttl, aban
 			continue // released in between: claim again
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading idempotency key: %w", err)
+			return k, nil, fmt.Errorf("reading idempotency key: %w", err)
 		}
 		switch {
 		case !cur.ExpiresAt.After(now):
 			if err := db.Where("scope = ? AND idem_key = ? AND expires_at <= ?", k.Scope, k.Key, now).
 				Delete(&idemRow{}).Error; err != nil {
-				return nil, fmt.Errorf("expiring idempotency key: %w", err)
+				return k, nil, fmt.Errorf("expiring idempotency key: %w", err)
 			}
 			continue
 		case cur.RequestHash != k.RequestHash:
-			return nil, ErrIdempotencyMismatch
+			return k, nil, ErrIdempotencyMismatch
 		case cur.StatusCode != nil:
-			return &StoredResponse{Status: *cur.StatusCode, Body: cur.ResponseBody}, nil
+			return k, &StoredResponse{Status: *cur.StatusCode, Body: cur.ResponseBody}, nil
 		case now.Sub(cur.CreatedAt) < abandon:
-			return nil, ErrIdempotencyInFlight
+			return k, nil, ErrIdempotencyInFlight
 		}
 		// Abandoned by a process that died: take it over, once.
 		res := db.Model(&idemRow{}).
 			Where("scope = ? AND idem_key = ? AND status_code IS NULL AND created_at = ?", k.Scope, k.Key, cur.CreatedAt).
 			Update("created_at", now)
 		if res.Error != nil {
-			return nil, fmt.Errorf("taking over idempotency key: %w", res.Error)
+			return k, nil, fmt.Errorf("taking over idempotency key: %w", res.Error)
 		}
 		if res.RowsAffected == 1 {
-			return nil, nil
+			k.Claim = now
+			return k, nil, nil
 		}
 	}
-	return nil, ErrIdempotencyInFlight
+	return k, nil, ErrIdempotencyInFlight
 }
 
-// FinishIdempotent stores the response of the request that owns k.
+// FinishIdempotent stores the response of the request that owns k (its
+// Claim). It returns ErrIdempotencyLost when the claim was taken over.
 func (s *Store) FinishIdempotent(ctx context.Context, k IdempotencyKey, status int, body []byte) error {
 	return s.finish(s.db.WithContext(ctx), k, status, body)
 }
 
 func (s *Store) finish(db *gorm.DB, k IdempotencyKey, status int, body []byte) error {
-	err := db.Model(&idemRow{}).Where("scope = ? AND idem_key = ?", k.Scope, k.Key).
-		Updates(map[string]any{"status_code": status, "response_body": body}).Error
-	if err != nil {
-		return fmt.Errorf("storing idempotent response: %w", translate(err))
+	res := db.Model(&idemRow{}).Where("scope = ? AND idem_key = ? AND status_code IS NULL AND created_at = ?", k.Scope, k.Key, k.Claim).
+		Updates(map[string]any{"status_code": status, "response_body": body})
+	if res.Error != nil {
+		return fmt.Errorf("storing idempotent response: %w", translate(res.Error))
+	}
+	if res.RowsAffected == 0 {
+		return ErrIdempotencyLost
 	}
 	return nil
 }
@@ -119,10 +135,11 @@ func (s *Store) saveResponseTx(tx *gorm.DB, save *SaveResponse, u User) error {
 	return s.finish(tx, save.Key, save.Status, body)
 }
 
-// ReleaseIdempotent forgets an unfinished claim on k (the request failed in a
-// way a retry may fix), so the client can retry with the same key.
+// ReleaseIdempotent forgets the caller's unfinished claim on k (the request
+// failed in a way a retry may fix), so the client can retry with the same
+// key. A claim taken over by another request is left alone.
 func (s *Store) ReleaseIdempotent(ctx context.Context, k IdempotencyKey) error {
-	err := s.db.WithContext(ctx).Where("scope = ? AND idem_key = ? AND status_code IS NULL", k.Scope, k.Key).
+	err := s.db.WithContext(ctx).Where("scope = ? AND idem_key = ? AND status_code IS NULL AND created_at = ?", k.Scope, k.Key, k.Claim).
 		Delete(&idemRow{}).Error
 	if err != nil {
 		return fmt.Errorf("releasing idempotency key: %w", err)
