@@ -45,6 +45,19 @@ mariadb_root_tcp() {
   as_root mariadb -e "ALTER USER root@localhost IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket; FLUSH PRIVILEGES;"
 }
 
+mariadb_connections() {
+  # `make test` runs packages in parallel, each test with its own pools, and
+  # the e2e suite runs whole processes: MariaDB's default of 151 connections
+  # is not enough ("Error 1040: Too many connections"). A runtime setting,
+  # for this development server only.
+  local cur
+  cur=$(mariadb -h127.0.0.1 -uroot -N -e 'SELECT @@max_connections' 2>/dev/null || echo 0)
+  if [ "${cur:-0}" -lt 1000 ]; then
+    log "raising MariaDB max_connections from ${cur} to 1000 (the tests open many pools at once)"
+    mariadb -h127.0.0.1 -uroot -e 'SET GLOBAL max_connections = 1000'
+  fi
+}
+
 rabbitmq_up() {
   if ! port_open 5672; then
     command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || apt_install rabbitmq-server
@@ -61,5 +74,6 @@ rabbitmq_up() {
 
 mariadb_up
 mariadb_root_tcp
+mariadb_connections
 rabbitmq_up
 log "MariaDB and RabbitMQ are up"
