@@ -496,13 +496,13 @@ func (t *inboundTx) known(ctx context.Context, l Link, cur *User, claimed bool) 
 	if !claimed && l.LastInboundAt != nil && ev.OccurredAt.Before(l.LastInboundAt.UTC()) {
 		return t.outcome(InboundStale, l.UserID, "older than the last applied event ("+l.LastInboundAt.UTC().Format(time.RFC3339Nano)+")")
 	}
-	if !claimed && l.SyncedVersion < cur.Version && cur.UpdatedAt.UTC().After(ev.OccurredAt.Add(InboundPushMargin)) {
+	if l.SyncedVersion < cur.Version && cur.UpdatedAt.UTC().After(ev.OccurredAt.Add(InboundPushMargin)) {
 		other, err := t.fromOtherProvider(*cur)
 		if err != nil {
 			return err
 		}
 		if !other {
-			return t.olderThanLocalChange(l, *cur, set)
+			return t.olderThanLocalChange(l, *cur, set, claimed)
 		}
 		// The user's change came from another provider's webhook: it is
 		// not sent here, and its time is when Tandem received it, so it
@@ -608,14 +608,20 @@ func (t *inboundTx) fromOtherProvider(u User) (bool, error) {
 // worker's pending push overwrites the remote object. The remote object
 // holds something else than Tandem last pushed now, so the pushed-state
 // hash is forgotten: a push of that state must not be skipped as done.
-func (t *inboundTx) olderThanLocalChange(l Link, cur User, set map[string]any) error {
+// claimed says the remote object is being linked to the user now (set
+// carries its id): it is linked (InboundLinked), keeping the user's state.
+func (t *inboundTx) olderThanLocalChange(l Link, cur User, set map[string]any, claimed bool) error {
 	set["pushed_hash"] = nil
 	if err := t.writeLink(l.UserID, set); err != nil {
 		return err
 	}
 	t.res.Version = cur.Version
-	return t.outcome(InboundStale, l.UserID, "older than the user's change of "+cur.UpdatedAt.UTC().Format(time.RFC3339Nano)+
-		" (version "+strconv.FormatInt(cur.Version, 10)+"), which is not pushed yet")
+	detail := "older than the user's change of " + cur.UpdatedAt.UTC().Format(time.RFC3339Nano) +
+		" (version " + strconv.FormatInt(cur.Version, 10) + "), which is not pushed yet"
+	if claimed {
+		return t.outcome(InboundLinked, l.UserID, "linked without applying its state: "+detail)
+	}
+	return t.outcome(InboundStale, l.UserID, detail)
 }
 
 // ambiguous reports whether the event's state may not be the remote

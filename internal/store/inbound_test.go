@@ -278,6 +278,33 @@ func TestApplyInboundAnotherProvidersChangeDoesNotOutrankAnEvent(t *testing.T) {
 	require.EqualValues(t, 3, got.Version)
 }
 
+// TestApplyInboundLinkingAnOlderObjectKeepsTheUsersNewerState: a customer
+// made in the dashboard before the user was created through the API (its
+// webhook late, the user not pushed yet) is linked by email, but its older
+// state does not overwrite the user's: the worker pushes the user's.
+func TestApplyInboundLinkingAnOlderObjectKeepsTheUsersNewerState(t *testing.T) {
+	t.Parallel()
+	st, _ := testutil.NewStore(t)
+	ctx := context.Background()
+	u, err := st.CreateUser(ctx, store.NewUser{Email: "late-link@example.com", Name: "From the API"}, nil)
+	require.NoError(t, err)
+	ev := change("cus_old", state("late-link@example.com", "From the dashboard", nil))
+	ev.EventType = "customer.created"
+	ev.OccurredAt = u.UpdatedAt.Add(-store.InboundPushMargin - 5*time.Second).Truncate(time.Second)
+	res, err := st.ApplyInbound(ctx, "stripe", ev, noRefetch(t))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundLinked, res.Outcome)
+	require.Contains(t, res.Detail, "without applying its state")
+	got, err := st.GetUser(ctx, u.ID)
+	require.NoError(t, err)
+	require.Equal(t, "From the API", got.Name)
+	require.EqualValues(t, 1, got.Version)
+	l := link(t, st, u.ID)
+	require.Equal(t, "cus_old", *l.RemoteID, "linked: the worker updates this customer, no second one")
+	require.EqualValues(t, 0, l.SyncedVersion, "the user's state is still to be pushed")
+	require.Nil(t, l.PushedHash)
+}
+
 func TestApplyInboundReReadsEventsThatMayPredateAPush(t *testing.T) {
 	t.Parallel()
 	st, _ := testutil.NewStore(t)
