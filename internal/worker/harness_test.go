@@ -39,6 +39,7 @@ type pipeline struct {
 	cfg     worker.Config
 	tiers   []time.Duration
 	wstore  worker.Store // what the workers use: store, or wrapStore(store)
+	wrapPub func(worker.Republisher) worker.Republisher
 }
 
 type pipelineOpts struct {
@@ -50,12 +51,14 @@ type pipelineOpts struct {
 	wrap func(integrations.Provider) integrations.Provider
 	// wrapStore decorates the store of each worker.
 	wrapStore func(worker.Store) worker.Store
+	// wrapPub decorates the retry publisher of each worker.
+	wrapPub func(worker.Republisher) worker.Republisher
 }
 
 func newPipeline(t *testing.T, o pipelineOpts) *pipeline {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &pipeline{t: t, ctx: ctx, cfg: o.cfg, tiers: o.tiers}
+	p := &pipeline{t: t, ctx: ctx, cfg: o.cfg, tiers: o.tiers, wrapPub: o.wrapPub}
 	if p.tiers == nil {
 		p.tiers = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, time.Second}
 	}
@@ -121,7 +124,10 @@ func (p *pipeline) startWorker(name string, wrap func(integrations.Provider) int
 		prov = wrap(prov)
 	}
 	conn := p.dial(proxiedURL(p.t, p.amqpURL, p.proxy.Addr()), name)
-	pub := broker.NewPublisher(conn, broker.PublisherOptions{RetryTiers: p.tiers})
+	var pub worker.Republisher = broker.NewPublisher(conn, broker.PublisherOptions{RetryTiers: p.tiers})
+	if p.wrapPub != nil {
+		pub = p.wrapPub(pub)
+	}
 	w, err := worker.New(prov, p.wstore, conn, pub, p.cfg, quiet, prometheus.NewRegistry())
 	require.NoError(p.t, err)
 	ctx, cancel := context.WithCancel(p.ctx)

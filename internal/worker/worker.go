@@ -65,6 +65,13 @@ type Config struct {
 	// the context is cancelled (default 20 s); what is left is handed back
 	// to RabbitMQ unacked.
 	Drain time.Duration
+	// RequeueDelay is how long a message whose retry or dead letter could
+	// not be published is held before it is handed back to RabbitMQ, so a
+	// broken retry path does not become a hot loop of redeliveries and
+	// provider calls (default 1 s; shutdown cuts it short).
+	RequeueDelay time.Duration
+
+	pause func(ctx context.Context, d time.Duration) // waits d or until ctx ends; tests replace it
 }
 
 func (c *Config) setDefaults() {
@@ -79,6 +86,22 @@ func (c *Config) setDefaults() {
 	}
 	if c.Drain <= 0 {
 		c.Drain = 20 * time.Second
+	}
+	if c.RequeueDelay <= 0 {
+		c.RequeueDelay = time.Second
+	}
+	if c.pause == nil {
+		c.pause = sleep
+	}
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 
@@ -271,8 +294,10 @@ func (w *Worker) settleLogged(ctx context.Context, log *slog.Logger, d amqp.Deli
 	}
 	if err != nil {
 		// Neither a retry nor a dead letter could be made durable: hand the
-		// message back so it is not lost.
-		log.Error("could not reschedule message; requeueing", "error", err.Error())
+		// message back so it is not lost, after a pause (its redelivery
+		// calls the provider again).
+		log.Error("could not reschedule message; requeueing it after a pause", "error", err.Error(), "pause", w.cfg.RequeueDelay.String())
+		w.cfg.pause(ctx, w.cfg.RequeueDelay)
 		_ = d.Nack(false, true)
 		w.m.messages.WithLabelValues(w.name, "requeued").Inc()
 		return

@@ -422,3 +422,55 @@ func TestTransientProviderFailuresDeadLetterAfterMaxAttempts(t *testing.T) {
 	require.Contains(t, deref(l.LastError), "gave up after 2 attempts")
 	require.Eventually(t, func() bool { return p.queueDepth(broker.DeadQueue("stripe")) == 1 }, 20*time.Second, 10*time.Millisecond)
 }
+
+// failingRepublisher refuses retries while failing is set, like a retry
+// queue that is gone.
+type failingRepublisher struct {
+	worker.Republisher
+	failing atomic.Bool
+}
+
+func (f *failingRepublisher) PublishRetry(ctx context.Context, provider string, d amqp.Delivery, attempt int, cause string) (time.Duration, error) {
+	if f.failing.Load() {
+		return 0, errors.New("publishing the retry: NO_ROUTE (injected)")
+	}
+	return f.Republisher.PublishRetry(ctx, provider, d, attempt, cause)
+}
+
+// TestUnreschedulableMessageIsHandedBackAfterAPause: when neither a retry
+// nor a dead letter can be published, the message goes back to RabbitMQ
+// (nothing is lost), but only after a pause: its redelivery calls the
+// provider again, so handing it back at once would be a hot loop.
+func TestUnreschedulableMessageIsHandedBackAfterAPause(t *testing.T) {
+	t.Parallel()
+	lossy := &lossyProvider{}
+	lossy.mode.Store(lossBefore)
+	fr := &failingRepublisher{}
+	fr.failing.Store(true)
+	var pauses atomic.Int32
+	var wrongDelay atomic.Bool
+	cfg := worker.WithPause(worker.Config{RequeueDelay: 7 * time.Millisecond}, func(ctx context.Context, d time.Duration) {
+		if d != 7*time.Millisecond {
+			wrongDelay.Store(true)
+		}
+		pauses.Add(1)
+	})
+	p := newPipeline(t, pipelineOpts{cfg: cfg,
+		wrap: func(inner integrations.Provider) integrations.Provider {
+			lossy.Provider = inner
+			return lossy
+		},
+		wrapPub: func(inner worker.Republisher) worker.Republisher {
+			fr.Republisher = inner
+			return fr
+		}})
+	u := p.create("requeue@example.com")
+	require.Eventually(t, func() bool { return pauses.Load() >= 3 }, 20*time.Second, 5*time.Millisecond,
+		"each hand-back is preceded by a pause")
+	require.False(t, wrongDelay.Load(), "the pause is RequeueDelay")
+
+	fr.failing.Store(false)
+	lossy.mode.Store(lossNone)
+	p.waitSynced(20*time.Second, store.LinkSynced, u)
+	require.Len(t, customersOf(p.fake, u.ID), 1)
+}
