@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
@@ -243,42 +241,17 @@ func ifMatch(c *fiber.Ctx) (int64, error) {
 		return 0, nil
 	}
 	v := strings.TrimPrefix(h, "W/")
-	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' && digits(v[1:len(v)-1]) {
-		n, err := strconv.ParseInt(v[1:len(v)-1], 10, 64)
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		// ParseUint takes digits only: no sign, no spaces.
+		n, err := strconv.ParseUint(v[1:len(v)-1], 10, 63)
 		switch {
 		case err == nil && n > 0:
-			return n, nil
+			return int64(n), nil
 		case err == nil || errors.Is(err, strconv.ErrRange):
 			return 0, problem(fiber.StatusPreconditionFailed, "version-mismatch", "If-Match names a version no user has")
 		}
 	}
 	return 0, problem(fiber.StatusBadRequest, "bad-if-match", `If-Match must be "<version>", W/"<version>" or *`)
-}
-
-// digits reports whether s is one or more ASCII digits.
-func digits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// printable reports whether s is valid UTF-8 without control characters.
-func printable(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return false
-		}
-	}
-	return true
 }
 
 func (s *Server) patchUser(c *fiber.Ctx) error {

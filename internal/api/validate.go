@@ -104,6 +104,12 @@ func checkEmail(e *fieldErrors, s string) {
 	}
 }
 
+// printable reports whether s is valid UTF-8 without control characters,
+// as checkText requires of text fields.
+func printable(s string) bool {
+	return utf8.ValidString(s) && strings.IndexFunc(s, unicode.IsControl) < 0
+}
+
 func checkText(e *fieldErrors, field, s string, max int, required bool) {
 	switch {
 	case required && strings.TrimSpace(s) == "":
