@@ -255,7 +255,7 @@ func (h *handler) fault(err error) error {
 	if h.responder == nil {
 		return err
 	}
-	ct, body := h.responder.Fault("the notifications could not be applied now; deliver them again later")
+	ct, body := h.responder.Fault("the delivery could not be applied now; send it again later")
 	return &faultError{err: err, contentType: ct, body: body}
 }
 

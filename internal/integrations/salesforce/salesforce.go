@@ -183,6 +183,9 @@ type Adapter struct {
 	tokens  *tokens
 	logger  *slog.Logger
 	metrics metrics
+	// inboundErr is cfg.Inbound.Validate(), checked once: the webhook's
+	// answer to every delivery while the inbound settings are missing.
+	inboundErr error
 }
 
 var (
@@ -214,12 +217,13 @@ func New(cfg Config, opts Options) (*Adapter, error) {
 		return nil, err
 	}
 	return &Adapter{
-		cfg:     cfg,
-		base:    strings.TrimRight(cfg.InstanceURL, "/") + "/services/data/" + cfg.APIVersion + "/sobjects/Contact",
-		client:  client,
-		tokens:  newTokens(cfg, client, logger, m.tokenRequests),
-		logger:  logger,
-		metrics: m,
+		cfg:        cfg,
+		base:       strings.TrimRight(cfg.InstanceURL, "/") + "/services/data/" + cfg.APIVersion + "/sobjects/Contact",
+		client:     client,
+		tokens:     newTokens(cfg, client, logger, m.tokenRequests),
+		logger:     logger,
+		metrics:    m,
+		inboundErr: cfg.Inbound.Validate(),
 	}, nil
 }
 

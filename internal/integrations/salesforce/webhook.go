@@ -37,7 +37,7 @@ var (
 // CheckWebhookConfig reports missing or invalid inbound settings
 // (SALESFORCE_WEBHOOK_SECRET, SALESFORCE_ORG_ID,
 // SALESFORCE_INTEGRATION_USER_ID) as one line naming the variables.
-func (a *Adapter) CheckWebhookConfig() error { return a.cfg.Inbound.Validate() }
+func (a *Adapter) CheckWebhookConfig() error { return a.inboundErr }
 
 // ParseWebhook authenticates one Outbound Message and returns one event per
 // notification, ordered by LastModifiedDate (stable: notifications of the
@@ -65,10 +65,10 @@ func (a *Adapter) CheckWebhookConfig() error { return a.cfg.Inbound.Validate() }
 // and Tandem's next push writes the field again. Raw is the notification as
 // JSON ({organization_id, action_id, notification_id, sobject}).
 func (a *Adapter) ParseWebhook(ctx context.Context, req integrations.WebhookRequest) ([]integrations.InboundEvent, error) {
-	in := a.cfg.Inbound
-	if err := in.Validate(); err != nil {
-		return nil, err
+	if a.inboundErr != nil {
+		return nil, a.inboundErr
 	}
+	in := a.cfg.Inbound
 	tokens := req.Query[TokenParameter]
 	if len(tokens) != 1 || !in.CheckToken(tokens[0]) {
 		what := "a wrong " + TokenParameter + " parameter"
