@@ -337,7 +337,7 @@ func (t *inboundTx) outcome(o InboundOutcome, userID, detail string) error {
 // holds the row and then needs that index.
 const lockLinkedSQL = `SELECT l.user_id, l.provider, l.remote_id, l.status, l.synced_version, l.pushed_hash,
 	l.metadata_keys, l.last_inbound_at, l.last_error, l.synced_at, l.updated_at,
-	u.id, u.email, u.name, u.phone, u.metadata, u.version, u.created_at, u.updated_at, u.deleted_at
+	u.id, u.email, u.name, u.phone, u.metadata, u.version, u.changed_by, u.created_at, u.updated_at, u.deleted_at
 	FROM provider_links l STRAIGHT_JOIN users u ON u.id = l.user_id
 	WHERE l.user_id = ? AND l.provider = ? FOR UPDATE`
 
@@ -383,7 +383,7 @@ func (t *inboundTx) lockLinkedUser(id string) (Link, User, bool, error) {
 	var r userRow
 	if err := rows.Scan(&l.UserID, &l.Provider, &l.RemoteID, &l.Status, &l.SyncedVersion, &l.PushedHash,
 		&l.MetadataKeys, &l.LastInboundAt, &l.LastError, &l.SyncedAt, &l.UpdatedAt,
-		&r.ID, &r.Email, &r.Name, &r.Phone, &r.Metadata, &r.Version, &r.CreatedAt, &r.UpdatedAt, &r.DeletedAt); err != nil {
+		&r.ID, &r.Email, &r.Name, &r.Phone, &r.Metadata, &r.Version, &r.ChangedBy, &r.CreatedAt, &r.UpdatedAt, &r.DeletedAt); err != nil {
 		return Link{}, User{}, false, fmt.Errorf("reading link: %w", err)
 	}
 	u, err := r.user()
@@ -481,7 +481,7 @@ func (t *inboundTx) known(ctx context.Context, l Link, cur *User, claimed bool) 
 		del.UpdatedAt = t.now
 		del.DeletedAt = &t.now
 		cur = &del
-		if err := writeUser(t.tx, del); err != nil {
+		if err := writeUser(t.tx, &del, t.provider); err != nil {
 			return err
 		}
 		t.res.Version = cur.Version
@@ -496,17 +496,12 @@ func (t *inboundTx) known(ctx context.Context, l Link, cur *User, claimed bool) 
 	if !claimed && l.LastInboundAt != nil && ev.OccurredAt.Before(l.LastInboundAt.UTC()) {
 		return t.outcome(InboundStale, l.UserID, "older than the last applied event ("+l.LastInboundAt.UTC().Format(time.RFC3339Nano)+")")
 	}
-	if l.SyncedVersion < cur.Version && cur.UpdatedAt.UTC().After(ev.OccurredAt.Add(InboundPushMargin)) {
-		other, err := t.fromOtherProvider(*cur)
-		if err != nil {
-			return err
-		}
-		if !other {
-			return t.olderThanLocalChange(l, *cur, set, claimed)
-		}
-		// The user's change came from another provider's webhook: it is
-		// not sent here, and its time is when Tandem received it, so it
-		// does not outrank this event.
+	// A change applied from another provider's webhook (ChangedBy) is not
+	// sent here, and its time is when Tandem received it: it does not
+	// outrank this event. An API change this provider does not hold yet
+	// does, when it is later.
+	if cur.ChangedBy == OriginAPI && l.SyncedVersion < cur.Version && cur.UpdatedAt.UTC().After(ev.OccurredAt.Add(InboundPushMargin)) {
+		return t.olderThanLocalChange(l, *cur, set, claimed)
 	}
 	if !claimed && t.ambiguous(l) {
 		if t.refetch == nil {
@@ -554,7 +549,7 @@ func (t *inboundTx) known(ctx context.Context, l Link, cur *User, claimed bool) 
 	if !sameState(*cur, next) {
 		next.Version = cur.Version + 1
 		next.UpdatedAt = t.now
-		err := writeUser(t.tx, next)
+		err := writeUser(t.tx, &next, t.provider)
 		if errors.Is(err, ErrConflict) {
 			// InnoDB rolled back only the failed statement.
 			other, err := t.emailOwner(state.Email, cur.ID)
@@ -585,22 +580,6 @@ func (t *inboundTx) known(ctx context.Context, l Link, cur *User, claimed bool) 
 		return err
 	}
 	return t.outcome(outcome, l.UserID, "")
-}
-
-// fromOtherProvider reports whether u's current version was applied from
-// another provider's webhook (not made through the API). Such a change has
-// no outbox row, so it is never pushed here. An inbound apply stamps its
-// link's synced_at with the user's updated_at in the same transaction, and
-// a push always comes later: that is how the two are told apart.
-func (t *inboundTx) fromOtherProvider(u User) (bool, error) {
-	var n int64
-	err := t.tx.Raw(`SELECT COUNT(*) FROM provider_links FORCE INDEX (PRIMARY)
-		WHERE user_id = ? AND provider <> ? AND synced_version = ? AND synced_at = ?`,
-		u.ID, t.provider, u.Version, u.UpdatedAt).Scan(&n).Error
-	if err != nil {
-		return false, fmt.Errorf("reading the links of user %s: %w", u.ID, translate(err))
-	}
-	return n > 0, nil
 }
 
 // olderThanLocalChange records an event older than the user's API change
@@ -704,7 +683,7 @@ func (t *inboundTx) claim(ctx context.Context, id, email string) (done bool, err
 	}
 	// Through the primary key only (see lockLinkedSQL); the email is checked
 	// on the locked row.
-	q := `SELECT id, email, name, phone, metadata, version, created_at, updated_at, deleted_at
+	q := `SELECT id, email, name, phone, metadata, version, changed_by, created_at, updated_at, deleted_at
 		FROM users FORCE INDEX (PRIMARY) WHERE id = ? AND deleted_at IS NULL`
 	args := []any{id}
 	if email != "" {
@@ -732,7 +711,7 @@ func (t *inboundTx) claim(ctx context.Context, id, email string) (done bool, err
 func (t *inboundTx) create() (created bool, err error) {
 	st := t.ev.State
 	u := User{ID: uuid.Must(uuid.NewV7()).String(), Email: st.Email, Name: st.Name, Phone: st.Phone,
-		Metadata: maps.Clone(st.Metadata), Version: 1, CreatedAt: t.now, UpdatedAt: t.now}
+		Metadata: maps.Clone(st.Metadata), Version: 1, ChangedBy: t.provider, CreatedAt: t.now, UpdatedAt: t.now}
 	if u.Metadata == nil {
 		u.Metadata = map[string]string{}
 	}

@@ -211,6 +211,7 @@ func TestApplyInboundOlderThanAnUnpushedLocalChangeLoses(t *testing.T) {
 	local, err := st.UpdateUser(ctx, u.ID, store.Patch{Name: &name}, 0)
 	require.NoError(t, err)
 	require.EqualValues(t, 2, local.Version)
+	require.Equal(t, store.OriginAPI, local.ChangedBy)
 
 	// A dashboard edit made well before the local change (its webhook held
 	// back), while the worker has not pushed the local change yet.
@@ -266,16 +267,20 @@ func TestApplyInboundAnotherProvidersChangeDoesNotOutrankAnEvent(t *testing.T) {
 	res, err := st.ApplyInbound(ctx, "salesforce", sf, reread(sf.State))
 	require.NoError(t, err)
 	require.Equal(t, store.InboundApplied, res.Outcome)
+	got, err := st.GetUser(ctx, u.ID)
+	require.NoError(t, err)
+	require.Equal(t, "salesforce", got.ChangedBy, "version 2 came from Salesforce's webhook")
 
 	stripeEdit := change("cus_two", state(u.Email, "From Stripe", u.Metadata))
 	stripeEdit.OccurredAt = now.Add(-10 * time.Second).Truncate(time.Second)
 	res, err = st.ApplyInbound(ctx, "stripe", stripeEdit, reread(stripeEdit.State))
 	require.NoError(t, err)
 	require.Equal(t, store.InboundApplied, res.Outcome, res.Detail)
-	got, err := st.GetUser(ctx, u.ID)
+	got, err = st.GetUser(ctx, u.ID)
 	require.NoError(t, err)
 	require.Equal(t, "From Stripe", got.Name)
 	require.EqualValues(t, 3, got.Version)
+	require.Equal(t, "stripe", got.ChangedBy)
 }
 
 // TestApplyInboundLinkingAnOlderObjectKeepsTheUsersNewerState: a customer

@@ -59,7 +59,7 @@ func (s *Store) SyncLocked(ctx context.Context, userID, provider string, fn Sync
 		// or the duplicate ON DUPLICATE KEY UPDATE locked) until commit:
 		// read it and the user as committed now, in one round trip.
 		var rows []syncRow
-		if err := tx.Raw(`SELECT u.id, u.email, u.name, u.phone, u.metadata, u.version, u.created_at, u.updated_at, u.deleted_at,
+		if err := tx.Raw(`SELECT u.id, u.email, u.name, u.phone, u.metadata, u.version, u.changed_by, u.created_at, u.updated_at, u.deleted_at,
 				l.user_id AS l_user_id, l.provider AS l_provider, l.remote_id AS l_remote_id, l.status AS l_status,
 				l.synced_version AS l_synced_version, l.pushed_hash AS l_pushed_hash, l.metadata_keys AS l_metadata_keys,
 				l.last_inbound_at AS l_last_inbound_at, l.last_error AS l_last_error, l.synced_at AS l_synced_at,
@@ -106,10 +106,10 @@ func isDeadlock(err error) bool {
 
 // syncRow is a user joined with one of its links.
 type syncRow struct {
-	ID, Email, Name, Phone, Metadata string
-	Version                          int64
-	CreatedAt, UpdatedAt             time.Time
-	DeletedAt                        *time.Time
+	ID, Email, Name, Phone, Metadata, ChangedBy string
+	Version                                     int64
+	CreatedAt, UpdatedAt                        time.Time
+	DeletedAt                                   *time.Time
 
 	LUserID, LProvider, LStatus string
 	LRemoteID                   *string
@@ -123,7 +123,7 @@ type syncRow struct {
 
 func (r syncRow) split() (User, Link, error) {
 	u, err := userRow{ID: r.ID, Email: r.Email, Name: r.Name, Phone: r.Phone, Metadata: r.Metadata, Version: r.Version,
-		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, DeletedAt: r.DeletedAt}.user()
+		ChangedBy: r.ChangedBy, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, DeletedAt: r.DeletedAt}.user()
 	return u, Link{UserID: r.LUserID, Provider: r.LProvider, RemoteID: r.LRemoteID, Status: r.LStatus,
 		SyncedVersion: r.LSyncedVersion, PushedHash: r.LPushedHash, MetadataKeys: r.LMetadataKeys,
 		LastInboundAt: r.LLastInboundAt, LastError: r.LLastError, SyncedAt: r.LSyncedAt, UpdatedAt: r.LUpdatedAt}, err

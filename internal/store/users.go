@@ -24,12 +24,15 @@ const OriginAPI = "api"
 
 // User is a user record.
 type User struct {
-	ID        string
-	Email     string
-	Name      string
-	Phone     string
-	Metadata  map[string]string
-	Version   int64
+	ID       string
+	Email    string
+	Name     string
+	Phone    string
+	Metadata map[string]string
+	Version  int64
+	// ChangedBy says who made this version: OriginAPI, or the provider
+	// whose webhook applied it (such a change is pushed nowhere).
+	ChangedBy string
 	CreatedAt time.Time
 	UpdatedAt time.Time
 	DeletedAt *time.Time
@@ -65,6 +68,7 @@ type userRow struct {
 	Phone     string
 	Metadata  string
 	Version   int64
+	ChangedBy string
 	CreatedAt time.Time
 	UpdatedAt time.Time
 	DeletedAt *time.Time
@@ -73,7 +77,7 @@ type userRow struct {
 func (userRow) TableName() string { return "users" }
 
 func (r userRow) user() (User, error) {
-	u := User{ID: r.ID, Email: r.Email, Name: r.Name, Phone: r.Phone, Version: r.Version,
+	u := User{ID: r.ID, Email: r.Email, Name: r.Name, Phone: r.Phone, Version: r.Version, ChangedBy: r.ChangedBy,
 		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(), DeletedAt: r.DeletedAt}
 	if err := json.Unmarshal([]byte(r.Metadata), &u.Metadata); err != nil {
 		return User{}, fmt.Errorf("decoding metadata of user %s: %w", r.ID, err)
@@ -94,7 +98,7 @@ func rowOf(u User) (userRow, error) {
 		return userRow{}, err
 	}
 	return userRow{ID: u.ID, Email: u.Email, Name: u.Name, Phone: u.Phone, Metadata: string(b),
-		Version: u.Version, CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt, DeletedAt: u.DeletedAt}, nil
+		Version: u.Version, ChangedBy: u.ChangedBy, CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt, DeletedAt: u.DeletedAt}, nil
 }
 
 // OutboxEvent is one row of the outbox: a change to announce.
@@ -131,7 +135,7 @@ type SaveResponse struct {
 func (s *Store) CreateUser(ctx context.Context, in NewUser, save *SaveResponse) (User, error) {
 	now := s.clock()
 	u := User{ID: uuid.Must(uuid.NewV7()).String(), Email: in.Email, Name: in.Name, Phone: in.Phone,
-		Metadata: in.Metadata, Version: 1, CreatedAt: now, UpdatedAt: now}
+		Metadata: in.Metadata, Version: 1, ChangedBy: OriginAPI, CreatedAt: now, UpdatedAt: now}
 	if u.Metadata == nil {
 		u.Metadata = map[string]string{}
 	}
@@ -199,7 +203,7 @@ func (s *Store) UpdateUser(ctx context.Context, id string, p Patch, ifMatch int6
 		changed = true
 		next.Version = cur.Version + 1
 		next.UpdatedAt = s.clock()
-		if err := writeUser(tx, next); err != nil {
+		if err := writeUser(tx, &next, OriginAPI); err != nil {
 			return err
 		}
 		if err := tx.Create(s.newEvent(next, EventUserUpdated, OriginAPI)).Error; err != nil {
@@ -235,7 +239,7 @@ func (s *Store) DeleteUser(ctx context.Context, id string, ifMatch int64) (User,
 		cur.Version++
 		cur.UpdatedAt = now
 		cur.DeletedAt = &now
-		if err := writeUser(tx, cur); err != nil {
+		if err := writeUser(tx, &cur, OriginAPI); err != nil {
 			return err
 		}
 		if err := tx.Create(s.newEvent(cur, EventUserDeleted, OriginAPI)).Error; err != nil {
@@ -251,14 +255,17 @@ func (s *Store) DeleteUser(ctx context.Context, id string, ifMatch int64) (User,
 	return out, nil
 }
 
-func writeUser(tx *gorm.DB, u User) error {
-	row, err := rowOf(u)
+// writeUser writes u as changed by changedBy (OriginAPI or a provider
+// name), which it records in u.ChangedBy too.
+func writeUser(tx *gorm.DB, u *User, changedBy string) error {
+	u.ChangedBy = changedBy
+	row, err := rowOf(*u)
 	if err != nil {
 		return err
 	}
 	res := tx.Model(&userRow{}).Where("id = ?", u.ID).Updates(map[string]any{
 		"email": row.Email, "name": row.Name, "phone": row.Phone, "metadata": row.Metadata,
-		"version": row.Version, "updated_at": row.UpdatedAt, "deleted_at": row.DeletedAt,
+		"version": row.Version, "changed_by": row.ChangedBy, "updated_at": row.UpdatedAt, "deleted_at": row.DeletedAt,
 	})
 	if res.Error != nil {
 		return fmt.Errorf("writing user: %w", translate(res.Error))
