@@ -292,6 +292,12 @@ const (
 	lossBefore
 )
 
+// wrap makes l decorate inner (pipelineOpts.wrap).
+func (l *lossyProvider) wrap(inner integrations.Provider) integrations.Provider {
+	l.Provider = inner
+	return l
+}
+
 func (l *lossyProvider) Upsert(ctx context.Context, c integrations.Customer, link integrations.Link) (integrations.Result, error) {
 	switch l.mode.Load() {
 	case lossAfterApply:
@@ -313,10 +319,7 @@ func (l *lossyProvider) Upsert(ctx context.Context, c integrations.Customer, lin
 func TestPushWhoseAnswerWasLostIsNotTakenForTheOldState(t *testing.T) {
 	t.Parallel()
 	lossy := &lossyProvider{}
-	p := newPipeline(t, pipelineOpts{wrap: func(inner integrations.Provider) integrations.Provider {
-		lossy.Provider = inner
-		return lossy
-	}})
+	p := newPipeline(t, pipelineOpts{wrap: lossy.wrap})
 	ctx := context.Background()
 	u := p.create("lost@example.com")
 	p.waitSynced(20*time.Second, store.LinkSynced, u)
@@ -350,10 +353,7 @@ func TestDeleteAfterALostCreateDeletesTheCustomer(t *testing.T) {
 	t.Parallel()
 	lossy := &lossyProvider{}
 	lossy.mode.Store(lossAfterApply)
-	p := newPipeline(t, pipelineOpts{wrap: func(inner integrations.Provider) integrations.Provider {
-		lossy.Provider = inner
-		return lossy
-	}})
+	p := newPipeline(t, pipelineOpts{wrap: lossy.wrap})
 	ctx := context.Background()
 	u := p.create("orphan@example.com")
 	require.Eventually(t, func() bool {
@@ -378,6 +378,11 @@ type downStore struct {
 	calls atomic.Int32
 }
 
+func (d *downStore) wrap(inner worker.Store) worker.Store {
+	d.Store = inner
+	return d
+}
+
 func (d *downStore) SyncLocked(ctx context.Context, userID, provider string, fn store.SyncFunc) error {
 	d.calls.Add(1)
 	if d.down.Load() {
@@ -393,10 +398,7 @@ func TestDatabaseOutageDoesNotUseUpTheRetryBudget(t *testing.T) {
 	t.Parallel()
 	ds := &downStore{}
 	ds.down.Store(true)
-	p := newPipeline(t, pipelineOpts{cfg: worker.Config{MaxAttempts: 2}, wrapStore: func(s worker.Store) worker.Store {
-		ds.Store = s
-		return ds
-	}})
+	p := newPipeline(t, pipelineOpts{cfg: worker.Config{MaxAttempts: 2}, wrapStore: ds.wrap})
 	u := p.create("outage@example.com")
 	require.Eventually(t, func() bool { return ds.calls.Load() >= 5 }, 20*time.Second, 10*time.Millisecond,
 		"the message is tried again and again past MaxAttempts (2)")
@@ -413,10 +415,7 @@ func TestTransientProviderFailuresDeadLetterAfterMaxAttempts(t *testing.T) {
 	t.Parallel()
 	lossy := &lossyProvider{}
 	lossy.mode.Store(lossBefore)
-	p := newPipeline(t, pipelineOpts{cfg: worker.Config{MaxAttempts: 2}, wrap: func(inner integrations.Provider) integrations.Provider {
-		lossy.Provider = inner
-		return lossy
-	}})
+	p := newPipeline(t, pipelineOpts{cfg: worker.Config{MaxAttempts: 2}, wrap: lossy.wrap})
 	u := p.create("budget@example.com")
 	l := p.waitStatus(20*time.Second, u.ID, store.LinkFailed)
 	require.Contains(t, deref(l.LastError), "gave up after 2 attempts")
@@ -428,6 +427,11 @@ func TestTransientProviderFailuresDeadLetterAfterMaxAttempts(t *testing.T) {
 type failingRepublisher struct {
 	worker.Republisher
 	failing atomic.Bool
+}
+
+func (f *failingRepublisher) wrap(inner worker.Republisher) worker.Republisher {
+	f.Republisher = inner
+	return f
 }
 
 func (f *failingRepublisher) PublishRetry(ctx context.Context, provider string, d amqp.Delivery, attempt int, cause string) (time.Duration, error) {
@@ -455,15 +459,7 @@ func TestUnreschedulableMessageIsHandedBackAfterAPause(t *testing.T) {
 		}
 		pauses.Add(1)
 	})
-	p := newPipeline(t, pipelineOpts{cfg: cfg,
-		wrap: func(inner integrations.Provider) integrations.Provider {
-			lossy.Provider = inner
-			return lossy
-		},
-		wrapPub: func(inner worker.Republisher) worker.Republisher {
-			fr.Republisher = inner
-			return fr
-		}})
+	p := newPipeline(t, pipelineOpts{cfg: cfg, wrap: lossy.wrap, wrapPub: fr.wrap})
 	u := p.create("requeue@example.com")
 	require.Eventually(t, func() bool { return pauses.Load() >= 3 }, 20*time.Second, 5*time.Millisecond,
 		"each hand-back is preceded by a pause")
