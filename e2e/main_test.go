@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/tandem-sync/tandem/internal/bench"
 )
 
 // binDir holds the binaries TestMain built: api, webhook, worker.
@@ -16,7 +18,7 @@ var binDir string
 func TestMain(m *testing.M) {
 	flag.Parse()
 	if !testing.Short() {
-		dir, err := buildCommands()
+		dir, err := bench.BuildCommands(context.Background())
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: building the commands:", err)
 			os.Exit(1)
@@ -28,22 +30,6 @@ func TestMain(m *testing.M) {
 		_ = os.RemoveAll(binDir)
 	}
 	os.Exit(code)
-}
-
-// buildCommands runs `go build` on cmd/api, cmd/webhook and cmd/worker into
-// a new temporary directory and returns it.
-func buildCommands() (string, error) {
-	dir, err := os.MkdirTemp("", "tandem-e2e-bin-")
-	if err != nil {
-		return "", err
-	}
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/api", "./cmd/webhook", "./cmd/worker")
-	cmd.Dir = ".." // the module root; tests run in e2e/
-	if out, err := cmd.CombinedOutput(); err != nil {
-		_ = os.RemoveAll(dir)
-		return "", fmt.Errorf("%v\n%s", err, out)
-	}
-	return dir, nil
 }
 
 // bin is the path of a built command.

@@ -53,7 +53,7 @@ func Processes(ctx context.Context, o ProcessesOptions) ([]Row, error) {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
-	bin, err := buildCommands(ctx)
+	bin, err := BuildCommands(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -140,9 +140,10 @@ func Processes(ctx context.Context, o ProcessesOptions) ([]Row, error) {
 	return []Row{e2e, edits, rss}, nil
 }
 
-// buildCommands builds cmd/api, cmd/webhook and cmd/worker of the module
-// the current directory is in, into a new temporary directory.
-func buildCommands(ctx context.Context) (string, error) {
+// BuildCommands builds cmd/api, cmd/webhook and cmd/worker of the module
+// the current directory is in, into a new temporary directory (the caller
+// removes it). The e2e tests use it too.
+func BuildCommands(ctx context.Context) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil || strings.TrimSpace(string(out)) == "" || strings.TrimSpace(string(out)) == os.DevNull {
 		return "", fmt.Errorf("run the benchmark inside the Tandem module (go env GOMOD: %q %v)", out, err)
