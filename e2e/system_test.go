@@ -154,6 +154,7 @@ func newSystem(t *testing.T, opts options) *system {
 		"TANDEM_API_ADDR="+apiAddr,
 		"TANDEM_WEBHOOK_ADDR="+webhookAddr,
 		"TANDEM_MAX_ATTEMPTS="+strconv.Itoa(opts.maxAttempts),
+		"TANDEM_WORKER_LEASE=3s", // a SIGKILLed worker holds its users this long
 		"STRIPE_API_BASE="+s.sbURL,
 	)
 	if opts.salesforce {

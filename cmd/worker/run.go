@@ -46,6 +46,7 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	finder, _ := p.(integrations.Finder) // decorators hide it
 	measure, err := instrument.Metrics(reg)
 	if err != nil {
 		return err
@@ -77,7 +78,8 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 
 	w, err := worker.New(p, st, conn, pub, worker.Config{
 		Prefetch: cfg.Worker.Prefetch, Concurrency: cfg.Worker.Concurrency,
-		MaxAttempts: cfg.MaxAttempts, Drain: cfg.Shutdown,
+		MaxAttempts: cfg.MaxAttempts, Drain: cfg.Shutdown, Finder: finder,
+		LeaseTTL: cfg.Worker.Lease,
 	}, base, reg)
 	if err != nil {
 		return err

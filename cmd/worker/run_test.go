@@ -109,7 +109,7 @@ func (s *system) worker() (*exec.Cmd, *lockedBuffer, string) {
 	cmd.Env = append(os.Environ(), "TANDEM_TEST_AS_WORKER=1", "TANDEM_CONFIG=",
 		"TANDEM_MYSQL_DSN="+s.dsn, "TANDEM_AMQP_URL="+s.amqp, "TANDEM_WORKER_ADDR="+addr,
 		"STRIPE_SECRET_KEY="+stripefake.DefaultAPIKey, "STRIPE_API_BASE="+s.fake.URL(), "STRIPE_RATE_LIMIT=1000",
-		"TANDEM_SHUTDOWN_TIMEOUT=10s")
+		"TANDEM_SHUTDOWN_TIMEOUT=10s", "TANDEM_WORKER_LEASE=2s")
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(s.t, cmd.Start())

@@ -25,6 +25,9 @@ const (
 	// HeaderProvider names the provider whose queue a retried or
 	// dead-lettered message came from.
 	HeaderProvider = "x-tandem-provider"
+	// HeaderNotBefore (Unix milliseconds) holds a message back until then:
+	// set by PublishDelay when the wait is longer than every retry tier.
+	HeaderNotBefore = "x-tandem-not-before"
 )
 
 // ErrInvalidMessage is returned (wrapped) by Decode for a body that is not a
@@ -81,8 +84,24 @@ func Decode(body []byte) (Message, error) {
 
 // Attempt returns the x-tandem-attempt header of a delivery (0 when absent
 // or not an integer).
-func Attempt(d amqp.Delivery) int {
-	switch v := d.Headers[HeaderAttempt].(type) {
+func Attempt(d amqp.Delivery) int { return intHeader(d, HeaderAttempt) }
+
+// NotBefore returns the time HeaderNotBefore holds a delivery back until
+// (zero if none).
+func NotBefore(d amqp.Delivery) time.Time {
+	ms := intHeader(d, HeaderNotBefore)
+	if ms <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(int64(ms))
+}
+
+// DeliveryCount returns RabbitMQ's x-delivery-count of a delivery from a
+// quorum queue: how many times it was handed back before (0 if absent).
+func DeliveryCount(d amqp.Delivery) int { return intHeader(d, "x-delivery-count") }
+
+func intHeader(d amqp.Delivery, name string) int {
+	switch v := d.Headers[name].(type) {
 	case int32:
 		return int(v)
 	case int64:

@@ -301,6 +301,36 @@ func (p *Publisher) PublishRetry(ctx context.Context, provider string, d amqp.De
 	return tier, nil
 }
 
+// PublishDelay puts a delivery taken from provider's work queue back after
+// at least wait, without counting an attempt (x-tandem-attempt is kept): for
+// waits that are nobody's failure (the provider asked to slow down, another
+// worker is pushing the user). It uses the shortest retry tier not shorter
+// than wait; a wait longer than every tier also sets x-tandem-not-before,
+// and the worker sends the message round again until then (NotBefore). It
+// returns the tier used. Ack d only after it returns nil.
+func (p *Publisher) PublishDelay(ctx context.Context, provider string, d amqp.Delivery, wait time.Duration, cause string) (time.Duration, error) {
+	tiers := p.opts.RetryTiers
+	if len(tiers) == 0 {
+		tiers = RetryTiers
+	}
+	tier := tiers[len(tiers)-1]
+	for _, t := range tiers {
+		if t >= wait {
+			tier = t
+			break
+		}
+	}
+	pub := republish(d, provider, cause)
+	delete(pub.Headers, HeaderNotBefore)
+	if wait > tier {
+		pub.Headers[HeaderNotBefore] = time.Now().Add(wait).UnixMilli()
+	}
+	if _, err := p.PublishTo(ctx, "", RetryQueue(provider, tier), []amqp.Publishing{pub}); err != nil {
+		return tier, fmt.Errorf("delaying message %s in %s: %w", d.MessageId, RetryQueue(provider, tier), err)
+	}
+	return tier, nil
+}
+
 // PublishDead moves a delivery taken from provider's work queue to
 // DeadQueue(provider) with x-tandem-error = cause and x-tandem-provider =
 // provider (x-tandem-attempt is kept), and waits for the confirm. Ack d only

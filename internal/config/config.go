@@ -57,6 +57,9 @@ type RelayConfig struct {
 type WorkerConfig struct {
 	Prefetch    int // TANDEM_WORKER_PREFETCH: unacked messages RabbitMQ hands one worker
 	Concurrency int // TANDEM_WORKER_CONCURRENCY: messages processed at once
+	// Lease is TANDEM_WORKER_LEASE: how long a worker may hold a user while
+	// it pushes; a worker that dies holding it delays that user this long.
+	Lease time.Duration
 }
 
 // Defaults are the built-in values, the same as the shipped configs/tandem.yaml
@@ -79,6 +82,7 @@ var defaults = map[string]any{
 	"shutdown_timeout":       "20s",
 	"worker_prefetch":        "64",
 	"worker_concurrency":     "32",
+	"worker_lease":           "30s",
 	"stripe.rate_limit":      "25",
 	"stripe.api_base":        "",
 	"salesforce.api_version": "v60.0",
@@ -144,6 +148,10 @@ func Load(environ []string, providers []string) (*Config, error) {
 	c.Shutdown = c.duration("shutdown_timeout", &errs)
 	c.Worker.Prefetch = c.positiveInt("worker_prefetch", &errs)
 	c.Worker.Concurrency = c.positiveInt("worker_concurrency", &errs)
+	c.Worker.Lease = c.duration("worker_lease", &errs)
+	if c.Worker.Lease > 0 && c.Worker.Lease < 2*time.Second {
+		errs = append(errs, fmt.Errorf("config: TANDEM_WORKER_LEASE %s: want at least 2s", c.Worker.Lease))
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:

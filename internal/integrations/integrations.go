@@ -35,7 +35,10 @@
 // value.
 package integrations
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Provider pushes Tandem's users out to one SaaS system. Implementations must
 // be safe for concurrent use.
@@ -91,6 +94,33 @@ type Link struct {
 	// sees in Stripe's answer with one more call), so after applying an
 	// inbound change to the metadata, store nil or the keys now held.
 	MetadataKeys []string
+
+	// Attempt is unique to this push of this user (the worker's lease
+	// sequence): adapters put it in every idempotency key they send, so a
+	// key the provider saved a 5xx under is never sent again. 0 outside a
+	// worker.
+	Attempt int64
+
+	// Unsure reports that an earlier push of this user has an unknown
+	// outcome (its answer was lost, was a 5xx, or the worker died): with
+	// RemoteID empty, that push may have created an object. The adapter
+	// must then look for one belonging to the user (see Finder) before
+	// creating another. UnsureEmail is the email that push carried.
+	Unsure      bool
+	UnsureEmail string
+}
+
+// Finder is optional for a Provider that can look up the remote objects
+// that belong to a user (tagged with its id), so that a push with an unknown
+// outcome is never repeated as a second create, and a delete whose create
+// was never recorded still finds what to delete. Find it on the undecorated
+// provider.
+type Finder interface {
+	// FindTagged returns the ids of the live remote objects tagged with
+	// userID, looking them up by each of emails (exact reads, not a lagging
+	// search) and by the tag itself where the provider can. Errors follow
+	// the package's error kinds.
+	FindTagged(ctx context.Context, userID string, emails []string) ([]string, error)
 }
 
 // Result is the outcome of an Upsert.
@@ -108,6 +138,11 @@ type Result struct {
 	// object holds exactly the customer. An adapter that cannot carry
 	// something the user relies on returns a permanent error instead.
 	Warnings []string
+
+	// RemoteTime is the provider's own clock when it answered the last
+	// request of the push (its HTTP Date header), zero if unknown. Inbound
+	// events, dated by the same clock, are compared with it.
+	RemoteTime time.Time
 }
 
 // Middleware decorates a Provider (metrics, logging). It must keep Name.

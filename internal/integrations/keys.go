@@ -23,6 +23,17 @@ func UpdateKey(provider, userID string, version int64) string {
 	return KeyPrefix + provider + "-update-" + userID + "-v" + strconv.FormatInt(version, 10)
 }
 
+// AttemptKey is key made unique to one push attempt (Link.Attempt):
+// <key>-a<attempt>, or key itself for attempt 0. A provider that saves the
+// answer of a request under its key (Stripe keeps a 5xx for 24 h) is then
+// never asked the same key twice with an answer Tandem could not use.
+func AttemptKey(key string, attempt int64) string {
+	if attempt <= 0 {
+		return key
+	}
+	return key + "-a" + strconv.FormatInt(attempt, 10)
+}
+
 // DeleteKey is the idempotency key of deleting a user's remote object:
 // tandem-<provider>-delete-<user id> (contract).
 func DeleteKey(provider, userID string) string {

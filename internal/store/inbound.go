@@ -2,20 +2,15 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-sql-driver/mysql"
-	"github.com/google/uuid"
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // InboundOutcome is what applying one inbound event did. The values are
@@ -72,6 +67,17 @@ const (
 // object rather than trust the event.
 const InboundPushMargin = 2 * time.Second
 
+// InboundFutureAllowance is how far ahead of Tandem's clock an inbound
+// event may be dated. A later one is recorded InboundInvalid and applies
+// nothing: stored as the link's high-water mark, one forged or buggy date
+// would make every genuine later edit of the object stale until then.
+const InboundFutureAllowance = 5 * time.Minute
+
+// RemoteClockResolution is the coarsest resolution of a provider's clock
+// Tandem compares with (Stripe's event times and every HTTP Date header are
+// whole seconds).
+const RemoteClockResolution = time.Second
+
 // Column limits of a user, in characters (metadata: bytes of its JSON).
 const (
 	maxEmailChars    = 254
@@ -101,6 +107,11 @@ type RemoteState struct {
 	// state holding the given metadata (the user's): the state as the
 	// pushing side would compute it.
 	HashWith func(metadata map[string]string) string
+	// Invalid, if not "", says why the state can never be a user's (the
+	// API's validation refuses it): an event carrying it is recorded
+	// InboundInvalid with this reason, answered as handled, and applies
+	// nothing.
+	Invalid string
 }
 
 // resolve returns the state the user would take when it holds md: st itself,
@@ -128,12 +139,17 @@ type InboundChange struct {
 	Echo       bool      // a request of Tandem's caused the event
 	State      RemoteState
 	Payload    []byte // the raw event, kept when it ends in conflict or invalid
+	// NoCreate turns off making users of unknown remote objects
+	// (TANDEM_INBOUND_CREATE=false): such an object is linked to the user
+	// with its email, or ignored (InboundIgnoredUnknown).
+	NoCreate bool
 }
 
 // RefetchFunc reads the remote object as the provider holds it now; found is
-// false when it is gone. ApplyInbound calls it, while holding the link's
-// lock, to settle a tie with the last applied event or an event that may
-// predate the last push. Its error aborts ApplyInbound.
+// false when it is gone. ApplyInbound calls it, outside any transaction, to
+// settle a tie with the last applied event or an event that may predate the
+// last push, and then applies the event again with the state it returned.
+// Its error aborts ApplyInbound.
 type RefetchFunc func(ctx context.Context) (state RemoteState, found bool, err error)
 
 // InboundResult says what ApplyInbound did.
@@ -146,49 +162,72 @@ type InboundResult struct {
 	Refetched bool
 }
 
+// errNeedRefetch asks ApplyInbound to roll back, re-read the remote object
+// (outside the transaction) and apply the event again with what it read.
+var errNeedRefetch = errors.New("the remote object must be re-read")
+
+// refetched is the outcome of a re-read, carried into the second run.
+type refetched struct {
+	state RemoteState
+	found bool
+}
+
 // errRaceLost asks ApplyInbound to run its transaction again: a concurrent
 // transaction linked the same remote object first.
 var errRaceLost = errors.New("lost a race for a provider link")
 
 // ApplyInbound applies one verified inbound event of provider, once and in
-// order, in one transaction, and writes no outbox row (an inbound change is
-// not published: the provider already holds it, and publishing it would
-// start an echo loop):
+// order, in one short transaction (no provider call inside it), and writes
+// no outbox row for a change it applies (an inbound change is not published:
+// the provider already holds it, and publishing it would start an echo
+// loop). The rules, in the order they are checked (docs/design.md has them
+// with their reasons):
 //
 //  1. it locks the link of the remote object (found through the user the
 //     object is tagged with, else by remote id; always through the link's
-//     primary key) and then its user: the link before the user, the order
-//     every writer keeps;
-//  2. it records (provider, event id) in inbound_events before it writes
-//     anything or calls refetch; a recorded id (or one a concurrent
-//     transaction is recording: the unique key makes it wait) is
+//     primary key) and then its user, and records (provider, event id) in
+//     inbound_events before anything else: a recorded id is
 //     InboundDuplicate, and nothing is changed;
+//  2. an event dated more than InboundFutureAllowance ahead of Tandem's
+//     clock, or whose state the API would refuse (RemoteState.Invalid), is
+//     InboundInvalid and applies nothing;
 //  3. an echo of Tandem's own request is InboundEcho; an event of a link or
 //     user already deleted is InboundIgnoredDeleted; a deletion soft-deletes
 //     the user (InboundDeleted);
-//  4. an event older than the link's last applied one is InboundStale, and so
-//     is one older (by more than InboundPushMargin) than an API change of
-//     the user this provider does not hold yet: the later write wins, by
-//     time, and the worker's pending push overwrites the remote object
-//     (a change applied from another provider's webhook is not pushed
-//     here, so it does not count); on a
-//     tie, or when the event may predate Tandem's last push (see
-//     InboundPushMargin), refetch supplies the state to apply instead;
-//  5. a state equal to the one Tandem last pushed is InboundEcho;
-//  6. otherwise the user takes the remote email, name, phone and metadata
-//     (version + 1 if that changes anything) and the link records the
-//     version, the state's hash and metadata keys as synced.
+//  4. an event older than the link's last applied one is InboundStale;
+//  5. a state equal to one the provider is known to hold (the link's
+//     pushed_hash) or may hold (a push whose outcome is unknown) changes
+//     none of the synced fields: InboundEcho, nothing is applied (a push
+//     it confirms is recorded as held);
+//  6. an event older (by more than InboundPushMargin) than the user's last
+//     API change, which this provider does not hold yet, is InboundStale:
+//     the later write wins, and the worker's pending push overwrites it;
+//  7. an event that ties with the last applied one, or may predate
+//     Tandem's last push (compared on the provider's own clock:
+//     pushed_remote_at, the Date of the push's answer), is settled by
+//     re-reading the object (refetch, outside the transaction) and
+//     applying what it holds;
+//  8. otherwise the user takes the remote email, name, phone and metadata
+//     (version + 1 if that changes anything), the link records the
+//     version, the state's hash and metadata keys as synced, and the
+//     link's lease is fenced (a push in flight records "unknown" instead
+//     of "synced").
 //
 // A state with KeepMetadata (a provider that holds no metadata) leaves the
 // user's metadata and the link's metadata keys as they are, and is compared
 // with the pushed state as holding the user's metadata.
 //
-// An unknown remote object is linked to the live user with its email when
-// that user has no remote object for this provider (InboundLinked), or
-// becomes a new user (InboundCreated); one without an email is
-// InboundIgnoredNoEmail. An email that belongs to another live user is
-// InboundConflict: nothing of the event is applied, the link is marked
-// conflict with the reason, the payload is kept.
+// An unknown remote object is linked to a user only when Tandem may have
+// made it (the event is an echo, or the user's push has an unknown outcome)
+// or its email is the user's; a tag alone is no proof, and a tagged object
+// that fails both is InboundConflict on the tagged user's link. Linking
+// never copies the object's fields over the user: the link records what the
+// object holds, and unless that is the user's state an outbox row asks the
+// provider's worker to push the user over it (InboundLinked). An object no
+// user claims becomes a new user (InboundCreated), unless ev.NoCreate; one
+// without an email is InboundIgnoredNoEmail. An email that belongs to
+// another live user is InboundConflict: nothing of the event is applied,
+// the link is marked conflict with the reason, the payload is kept.
 //
 // A deadlock, or a race lost to a concurrent transaction linking the same
 // object, runs the transaction again (up to 4 times). It returns an error
@@ -209,13 +248,28 @@ func (s *Store) ApplyInbound(ctx context.Context, provider string, ev InboundCha
 	if len(ev.UserID) > 36 || !printableASCII(ev.UserID) {
 		ev.UserID = "" // not an id Tandem made: no user is tagged
 	}
+	var re *refetched
 	for attempt := 1; ; attempt++ {
-		res, err := s.applyInbound(ctx, provider, ev, refetch)
-		if err != nil && attempt < 4 && retryable(err) {
+		res, err := s.applyInbound(ctx, provider, ev, re)
+		if errors.Is(err, errNeedRefetch) && re == nil && refetch != nil {
+			st, found, ferr := refetch(ctx)
+			if ferr != nil {
+				return InboundResult{}, fmt.Errorf("applying %s event %s: re-reading object %s: %w", provider, ev.EventID, ev.RemoteID, ferr)
+			}
+			re = &refetched{state: st, found: found}
+			continue
+		}
+		if errors.Is(err, errNeedRefetch) {
+			err = errors.New("the event may not be the latest and no re-read is possible")
+		}
+		if err != nil && attempt < 6 && retryable(err) {
 			continue
 		}
 		if err != nil {
 			return InboundResult{}, fmt.Errorf("applying %s event %s: %w", provider, ev.EventID, err)
+		}
+		if re != nil {
+			res.Refetched = true
 		}
 		return res, nil
 	}
@@ -259,17 +313,20 @@ type inboundTx struct {
 	tx       *gorm.DB
 	provider string
 	ev       InboundChange
-	refetch  RefetchFunc
+	re       *refetched // the re-read state, on a second run
 	now      time.Time
 	res      InboundResult
-	payload  bool // keep the payload in inbound_events
+	// announced: an outbox row was written (a link asks for a push).
+	announced bool
+	payload   bool // keep the payload in inbound_events
 }
 
-func (s *Store) applyInbound(ctx context.Context, provider string, ev InboundChange, refetch RefetchFunc) (InboundResult, error) {
+func (s *Store) applyInbound(ctx context.Context, provider string, ev InboundChange, re *refetched) (InboundResult, error) {
 	var res InboundResult
+	announced := false
 	duplicate := errors.New("duplicate")
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		t := &inboundTx{s: s, tx: tx, provider: provider, ev: ev, refetch: refetch, now: s.clock()}
+		t := &inboundTx{s: s, tx: tx, provider: provider, ev: ev, re: re, now: s.clock()}
 		// Lock the link (and its user) first, then record the event: nothing
 		// is written, and the provider is not called, before the record, so
 		// a duplicate (which waits for the link, or for the record of a
@@ -292,10 +349,15 @@ func (s *Store) applyInbound(ctx context.Context, provider string, ev InboundCha
 			}
 			return fmt.Errorf("recording event: %w", translate(err))
 		}
-		if found {
-			err = t.known(ctx, l, &cur, false)
-		} else {
-			err = t.notLinked(ctx)
+		switch {
+		case ev.OccurredAt.After(t.now.Add(InboundFutureAllowance)):
+			t.payload = true
+			err = t.outcome(InboundInvalid, deref(userID), "dated "+ev.OccurredAt.Format(time.RFC3339)+
+				", ahead of Tandem's clock by more than "+InboundFutureAllowance.String()+"; not applied")
+		case found:
+			err = t.known(l, &cur, false)
+		default:
+			err = t.notLinked()
 		}
 		if err != nil {
 			return err
@@ -317,8 +379,12 @@ func (s *Store) applyInbound(ctx context.Context, provider string, ev InboundCha
 			}
 		}
 		res = t.res
+		announced = t.announced
 		return nil
 	}) // READ COMMITTED: the session default
+	if err == nil && announced {
+		s.notify()
+	}
 	if errors.Is(err, duplicate) {
 		return InboundResult{Outcome: InboundDuplicate, Detail: "event already received"}, nil
 	}
@@ -330,437 +396,10 @@ func (t *inboundTx) outcome(o InboundOutcome, userID, detail string) error {
 	return nil
 }
 
-// lockLinkedSQL locks a link, by its primary key, and then its user, in one
-// statement (STRAIGHT_JOIN keeps the link → user order every writer keeps).
-// Links are only ever locked through their primary key: a lock taken through
-// the (provider, remote_id) index first would deadlock with a writer that
-// holds the row and then needs that index.
-const lockLinkedSQL = `SELECT l.user_id, l.provider, l.remote_id, l.status, l.synced_version, l.pushed_hash,
-	l.metadata_keys, l.last_inbound_at, l.last_error, l.synced_at, l.updated_at,
-	u.id, u.email, u.name, u.phone, u.metadata, u.version, u.changed_by, u.created_at, u.updated_at, u.deleted_at
-	FROM provider_links l STRAIGHT_JOIN users u ON u.id = l.user_id
-	WHERE l.user_id = ? AND l.provider = ? FOR UPDATE`
-
-// lockLinked locks the link of the event's remote object and its user
-// (deleted or not). It tries the user the object is tagged with first (one
-// statement), else looks the link up by remote id and then locks it.
-func (t *inboundTx) lockLinked() (Link, User, bool, error) {
-	if t.ev.UserID != "" {
-		l, u, found, err := t.lockLinkedUser(t.ev.UserID)
-		if err != nil || found && l.RemoteID != nil && *l.RemoteID == t.ev.RemoteID {
-			return l, u, found, err
-		}
-	}
-	for range 3 {
-		var ids []string
-		err := t.tx.Model(&Link{}).Where("provider = ? AND remote_id = ?", t.provider, t.ev.RemoteID).Pluck("user_id", &ids).Error
-		if err != nil {
-			return Link{}, User{}, false, fmt.Errorf("looking up link: %w", translate(err))
-		}
-		if len(ids) == 0 {
-			return Link{}, User{}, false, nil
-		}
-		l, u, found, err := t.lockLinkedUser(ids[0])
-		if err != nil || found && l.RemoteID != nil && *l.RemoteID == t.ev.RemoteID {
-			return l, u, found, err
-		}
-		// Re-pointed between the lookup and the lock: look again.
-	}
-	return Link{}, User{}, false, fmt.Errorf("%w: the link of %s kept changing", errRaceLost, t.ev.RemoteID)
-}
-
-// lockLinkedUser locks the link of user id and the user.
-func (t *inboundTx) lockLinkedUser(id string) (Link, User, bool, error) {
-	rows, err := t.tx.Raw(lockLinkedSQL, id, t.provider).Rows()
-	if err != nil {
-		return Link{}, User{}, false, fmt.Errorf("locking link: %w", translate(err))
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		return Link{}, User{}, false, translate(rows.Err())
-	}
-	var l Link
-	var r userRow
-	if err := rows.Scan(&l.UserID, &l.Provider, &l.RemoteID, &l.Status, &l.SyncedVersion, &l.PushedHash,
-		&l.MetadataKeys, &l.LastInboundAt, &l.LastError, &l.SyncedAt, &l.UpdatedAt,
-		&r.ID, &r.Email, &r.Name, &r.Phone, &r.Metadata, &r.Version, &r.ChangedBy, &r.CreatedAt, &r.UpdatedAt, &r.DeletedAt); err != nil {
-		return Link{}, User{}, false, fmt.Errorf("reading link: %w", err)
-	}
-	u, err := r.user()
-	if err != nil {
-		return Link{}, User{}, false, err
-	}
-	return l, u, true, rows.Close()
-}
-
-// notLinked handles an event of a remote object no link names (yet).
-func (t *inboundTx) notLinked(ctx context.Context) error {
-	ev := t.ev
-	if ev.UserID == "" {
-		return t.unknown(ctx, "")
-	}
-	// Tagged with a user: not linked yet, or the worker that is creating
-	// the object holds the link. Wait for it, then look again.
-	l, found, err := t.lockLink(ev.UserID)
-	if err != nil {
-		return err
-	}
-	switch {
-	case !found || l.RemoteID == nil:
-		return t.unknown(ctx, ev.UserID)
-	case *l.RemoteID == ev.RemoteID:
-		return t.known(ctx, l, nil, false)
-	case ev.Echo || ev.Deleted:
-		return t.outcome(InboundIgnoredUnknown, "", fmt.Sprintf("tagged with user %s, who is linked to %s", ev.UserID, *l.RemoteID))
-	}
-	return t.foreign(l, fmt.Sprintf("%s object %s is tagged with this user (%s), who is linked to %s; event %s was not applied",
-		t.provider, ev.RemoteID, ev.UserID, *l.RemoteID, ev.EventID))
-}
-
-// lockLink reads the link of user id FOR UPDATE.
-func (t *inboundTx) lockLink(id string) (Link, bool, error) {
-	var l Link
-	err := t.tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("user_id = ? AND provider = ?", id, t.provider).Take(&l).Error
-	if err != nil {
-		if errors.Is(translate(err), ErrNotFound) {
-			return Link{}, false, nil
-		}
-		return Link{}, false, fmt.Errorf("locking link: %w", translate(err))
-	}
-	return l, true, nil
-}
-
-// known handles an event of the remote object l links (locked). cur is its
-// user, if already locked (nil: lock it now). claimed says the link had no
-// remote object and takes this one now, so no earlier event was applied to
-// it.
-func (t *inboundTx) known(ctx context.Context, l Link, cur *User, claimed bool) error {
-	ev := t.ev
-	last := ev.OccurredAt
-	if l.LastInboundAt != nil && l.LastInboundAt.After(last) {
-		last = l.LastInboundAt.UTC()
-	}
-	set := map[string]any{"last_inbound_at": nullTime(last)}
-	if claimed {
-		set["remote_id"] = ev.RemoteID
-	}
-	if ev.Echo {
-		if err := t.writeLink(l.UserID, set); err != nil {
-			return err
-		}
-		return t.outcome(InboundEcho, l.UserID, "caused by a request of Tandem's")
-	}
-	if l.Status == LinkDeleted {
-		return t.outcome(InboundIgnoredDeleted, l.UserID, "the link is deleted")
-	}
-	if cur == nil {
-		u, err := lockLive(t.tx, l.UserID)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return fmt.Errorf("locking user %s: %w", l.UserID, err)
-		}
-		cur = &u
-		if errors.Is(err, ErrNotFound) {
-			cur.DeletedAt = &t.now
-		}
-	}
-	if cur.DeletedAt != nil {
-		// Deleted in Tandem; the worker is (or was) deleting the remote
-		// object too.
-		if ev.Deleted {
-			set["status"], set["last_error"] = LinkDeleted, nil
-			if err := t.writeLink(l.UserID, set); err != nil {
-				return err
-			}
-		}
-		return t.outcome(InboundIgnoredDeleted, l.UserID, "the user is deleted")
-	}
-	if ev.Deleted {
-		// A deletion is final, whatever the order of events.
-		del := *cur
-		del.Version++
-		del.UpdatedAt = t.now
-		del.DeletedAt = &t.now
-		cur = &del
-		if err := writeUser(t.tx, &del, t.provider); err != nil {
-			return err
-		}
-		t.res.Version = cur.Version
-		set["status"], set["synced_version"], set["synced_at"], set["last_error"] = LinkDeleted, cur.Version, t.now, nil
-		if err := t.writeLink(l.UserID, set); err != nil {
-			return err
-		}
-		return t.outcome(InboundDeleted, l.UserID, "")
-	}
-
-	state := ev.State
-	if !claimed && l.LastInboundAt != nil && ev.OccurredAt.Before(l.LastInboundAt.UTC()) {
-		return t.outcome(InboundStale, l.UserID, "older than the last applied event ("+l.LastInboundAt.UTC().Format(time.RFC3339Nano)+")")
-	}
-	// A change applied from another provider's webhook (ChangedBy) is not
-	// sent here, and its time is when Tandem received it: it does not
-	// outrank this event. An API change this provider does not hold yet
-	// does, when it is later.
-	if cur.ChangedBy == OriginAPI && l.SyncedVersion < cur.Version && cur.UpdatedAt.UTC().After(ev.OccurredAt.Add(InboundPushMargin)) {
-		return t.olderThanLocalChange(l, *cur, set, claimed)
-	}
-	if !claimed && t.ambiguous(l) {
-		if t.refetch == nil {
-			return errors.New("the event may not be the latest and no refetch is possible")
-		}
-		st, found, err := t.refetch(ctx)
-		if err != nil {
-			return fmt.Errorf("re-reading %s object %s: %w", t.provider, ev.RemoteID, err)
-		}
-		t.res.Refetched = true
-		if !found {
-			return t.outcome(InboundStale, l.UserID, "the remote object is gone; its deletion event applies")
-		}
-		state = st
-	}
-	state, err := state.resolve(cur.Metadata)
-	if err != nil {
-		return fmt.Errorf("re-reading %s object %s: %w", t.provider, ev.RemoteID, err)
-	}
-	if !claimed && l.PushedHash != nil && *l.PushedHash == state.Hash {
-		if l.Status == LinkConflict {
-			// The remote object is back to what Tandem pushed: whatever
-			// conflicted is gone.
-			set["status"], set["last_error"] = LinkSynced, nil
-		}
-		if err := t.writeLink(l.UserID, set); err != nil {
-			return err
-		}
-		t.res.Version = cur.Version
-		return t.outcome(InboundEcho, l.UserID, "the state Tandem last pushed")
-	}
-	t.res.Version = cur.Version
-	if problem := invalidState(state); problem != "" {
-		return t.conflict(l.UserID, set, InboundInvalid, fmt.Sprintf("%s object %s %s; event %s was not applied",
-			t.provider, ev.RemoteID, problem, ev.EventID))
-	}
-
-	next := *cur
-	next.Email, next.Name, next.Phone = state.Email, state.Name, state.Phone
-	next.Metadata = maps.Clone(state.Metadata)
-	if next.Metadata == nil {
-		next.Metadata = map[string]string{}
-	}
-	outcome := InboundUnchanged
-	if !sameState(*cur, next) {
-		next.Version = cur.Version + 1
-		next.UpdatedAt = t.now
-		err := writeUser(t.tx, &next, t.provider)
-		if errors.Is(err, ErrConflict) {
-			// InnoDB rolled back only the failed statement.
-			other, err := t.emailOwner(state.Email, cur.ID)
-			if err != nil {
-				return err
-			}
-			return t.conflict(l.UserID, set, InboundConflict, fmt.Sprintf("%s object %s has email %q, which belongs to another user (%s); event %s was not applied",
-				t.provider, ev.RemoteID, state.Email, other, ev.EventID))
-		}
-		if err != nil {
-			return err
-		}
-		outcome = InboundApplied
-	}
-	if claimed {
-		outcome = InboundLinked
-	}
-	t.res.Version = next.Version
-	set["status"] = LinkSynced
-	set["synced_version"] = next.Version
-	set["synced_at"] = t.now
-	set["pushed_hash"] = state.Hash
-	if !state.KeepMetadata {
-		set["metadata_keys"] = metadataKeys(state.Metadata)
-	}
-	set["last_error"] = nil
-	if err := t.writeLink(l.UserID, set); err != nil {
-		return err
-	}
-	return t.outcome(outcome, l.UserID, "")
-}
-
-// olderThanLocalChange records an event older than the user's API change
-// cur, which this provider does not hold yet: the later write wins, and the
-// worker's pending push overwrites the remote object. The remote object
-// holds something else than Tandem last pushed now, so the pushed-state
-// hash is forgotten: a push of that state must not be skipped as done.
-// claimed says the remote object is being linked to the user now (set
-// carries its id): it is linked (InboundLinked), keeping the user's state.
-func (t *inboundTx) olderThanLocalChange(l Link, cur User, set map[string]any, claimed bool) error {
-	set["pushed_hash"] = nil
-	if err := t.writeLink(l.UserID, set); err != nil {
-		return err
-	}
-	t.res.Version = cur.Version
-	detail := "older than the user's change of " + cur.UpdatedAt.UTC().Format(time.RFC3339Nano) +
-		" (version " + strconv.FormatInt(cur.Version, 10) + "), which is not pushed yet"
-	if claimed {
-		return t.outcome(InboundLinked, l.UserID, "linked without applying its state: "+detail)
-	}
-	return t.outcome(InboundStale, l.UserID, detail)
-}
-
-// ambiguous reports whether the event's state may not be the remote
-// object's latest: it ties with the last applied event, or it may predate
-// Tandem's last push.
-func (t *inboundTx) ambiguous(l Link) bool {
-	at := t.ev.OccurredAt
-	if l.LastInboundAt != nil && at.Equal(l.LastInboundAt.UTC()) {
-		return true
-	}
-	return l.SyncedAt != nil && !at.After(l.SyncedAt.UTC().Add(InboundPushMargin))
-}
-
-// unknown handles an event of a remote object no link names. candidate is
-// the user the object is tagged with and whose link (locked, if any) has no
-// remote id, or "".
-func (t *inboundTx) unknown(ctx context.Context, candidate string) error {
-	ev := t.ev
-	if ev.Echo || ev.Deleted {
-		return t.outcome(InboundIgnoredUnknown, "", "no user is linked to this remote object")
-	}
-	if candidate != "" {
-		done, err := t.claim(ctx, candidate, "")
-		if done || err != nil {
-			return err
-		}
-	}
-	if ev.State.Email == "" {
-		return t.outcome(InboundIgnoredNoEmail, "", "an unknown remote object without an email")
-	}
-	if problem := invalidState(ev.State); problem != "" {
-		return t.outcome(InboundInvalid, "", fmt.Sprintf("%s object %s %s", t.provider, ev.RemoteID, problem))
-	}
-	for range 3 {
-		owner, err := t.emailOwner(ev.State.Email, "")
-		if err != nil {
-			return err
-		}
-		if owner != "" {
-			done, err := t.claim(ctx, owner, ev.State.Email)
-			if done || err != nil {
-				return err
-			}
-			continue // the user changed email or was deleted meanwhile
-		}
-		created, err := t.create()
-		if created || err != nil {
-			return err
-		}
-		// Someone took the email meanwhile: link to them.
-	}
-	return fmt.Errorf("%w: the owner of email %q kept changing", errRaceLost, ev.State.Email)
-}
-
-// claim links the remote object to user id (located by its tag, or by
-// email when email is set) if that user is live and has no remote object for
-// this provider. done is false when the user is no longer a candidate (not
-// live, or no longer holding email).
-func (t *inboundTx) claim(ctx context.Context, id, email string) (done bool, err error) {
-	err = t.tx.Exec(`INSERT INTO provider_links (user_id, provider, status, synced_version, updated_at)
-		SELECT id, ?, ?, 0, ? FROM users WHERE id = ? AND deleted_at IS NULL
-		ON DUPLICATE KEY UPDATE provider_links.user_id = provider_links.user_id`,
-		t.provider, LinkPending, t.now, id).Error
-	if err != nil {
-		return false, fmt.Errorf("creating link: %w", translate(err))
-	}
-	l, found, err := t.lockLink(id)
-	if err != nil || !found {
-		return false, err
-	}
-	if l.RemoteID != nil {
-		if *l.RemoteID == t.ev.RemoteID {
-			return true, t.known(ctx, l, nil, false) // linked meanwhile
-		}
-		if email == "" {
-			return false, nil
-		}
-		return true, t.foreign(l, fmt.Sprintf("%s object %s has this user's email %q, but the user is linked to %s; event %s was not applied",
-			t.provider, t.ev.RemoteID, email, *l.RemoteID, t.ev.EventID))
-	}
-	// Through the primary key only (see lockLinkedSQL); the email is checked
-	// on the locked row.
-	q := `SELECT id, email, name, phone, metadata, version, changed_by, created_at, updated_at, deleted_at
-		FROM users FORCE INDEX (PRIMARY) WHERE id = ? AND deleted_at IS NULL`
-	args := []any{id}
-	if email != "" {
-		q += " AND live_email = LOWER(?)"
-		args = append(args, email)
-	}
-	var row userRow
-	res := t.tx.Raw(q+" FOR UPDATE", args...).Scan(&row)
-	if res.Error != nil {
-		return false, fmt.Errorf("locking user %s: %w", id, translate(res.Error))
-	}
-	if res.RowsAffected == 0 {
-		return false, nil
-	}
-	u, err := row.user()
-	if err != nil {
-		return false, err
-	}
-	return true, t.known(ctx, l, &u, true)
-}
-
-// create makes a user of the remote state and links it. created is false
-// when the email turned out to be taken (by a transaction that committed
-// meanwhile).
-func (t *inboundTx) create() (created bool, err error) {
-	st := t.ev.State
-	u := User{ID: uuid.Must(uuid.NewV7()).String(), Email: st.Email, Name: st.Name, Phone: st.Phone,
-		Metadata: maps.Clone(st.Metadata), Version: 1, ChangedBy: t.provider, CreatedAt: t.now, UpdatedAt: t.now}
-	if u.Metadata == nil {
-		u.Metadata = map[string]string{}
-	}
-	row, err := rowOf(u)
-	if err != nil {
-		return false, fmt.Errorf("creating user: %w", err)
-	}
-	if err := t.tx.Create(&row).Error; err != nil {
-		if errors.Is(translate(err), ErrConflict) {
-			return false, nil
-		}
-		return false, fmt.Errorf("creating user: %w", translate(err))
-	}
-	remote, hash, keys := t.ev.RemoteID, st.Hash, metadataKeys(st.Metadata)
-	version := int64(1)
-	l := Link{UserID: u.ID, Provider: t.provider, RemoteID: &remote, Status: LinkSynced, SyncedVersion: version,
-		PushedHash: &hash, MetadataKeys: &keys, LastInboundAt: nullTime(t.ev.OccurredAt), SyncedAt: &t.now, UpdatedAt: t.now}
-	if err := t.tx.Create(&l).Error; err != nil {
-		if errors.Is(translate(err), ErrConflict) {
-			return false, errRaceLost // another transaction linked the object first
-		}
-		return false, fmt.Errorf("creating link: %w", translate(err))
-	}
-	t.res.Version = 1
-	return true, t.outcome(InboundCreated, u.ID, "")
-}
-
-// foreign marks link l conflict: a remote object that is not l's claims
-// its user.
-func (t *inboundTx) foreign(l Link, detail string) error {
-	return t.conflict(l.UserID, map[string]any{}, InboundConflict, detail)
-}
-
-// conflict marks the link of userID conflict with detail (plus the columns in
-// set), forgets the pushed-state hash and keeps the payload.
-func (t *inboundTx) conflict(userID string, set map[string]any, o InboundOutcome, detail string) error {
-	set["status"] = LinkConflict
-	set["last_error"] = detail
-	// The remote object may hold something else than Tandem last pushed:
-	// the next push must not be skipped as done.
-	set["pushed_hash"] = nil
-	if err := t.writeLink(userID, set); err != nil {
-		return err
-	}
-	t.payload = true
-	return t.outcome(o, userID, detail)
-}
-
-func (t *inboundTx) writeLink(userID string, set map[string]any) error {
+// writeLink writes set on the link of userID (locked by this transaction).
+// fence also moves the link's lease on, so a push in flight cannot record
+// its outcome over this change (see Store.Sync).
+func (t *inboundTx) writeLink(userID string, set map[string]any, fence ...bool) error {
 	set["updated_at"] = t.now
 	// FORCE INDEX: on a small table MariaDB may otherwise scan the
 	// (provider, remote_id) index and lock other links' entries there.
@@ -774,6 +413,9 @@ func (t *inboundTx) writeLink(userID string, set map[string]any) error {
 		q.WriteString(col + " = ?")
 		args = append(args, set[col])
 	}
+	if len(fence) > 0 && fence[0] {
+		q.WriteString(", lease_seq = lease_seq + 1")
+	}
 	q.WriteString(" WHERE user_id = ? AND provider = ?")
 	args = append(args, userID, t.provider)
 	if err := t.tx.Exec(q.String(), args...).Error; err != nil {
@@ -783,58 +425,6 @@ func (t *inboundTx) writeLink(userID string, set map[string]any) error {
 		return fmt.Errorf("writing link: %w", translate(err))
 	}
 	return nil
-}
-
-// emailOwner returns the id of the live user holding email (other than
-// except), or "".
-func (t *inboundTx) emailOwner(email, except string) (string, error) {
-	var ids []string
-	q := t.tx.Model(&userRow{}).Where("live_email = LOWER(?)", email)
-	if except != "" {
-		q = q.Where("id <> ?", except)
-	}
-	if err := q.Limit(1).Pluck("id", &ids).Error; err != nil {
-		return "", fmt.Errorf("looking up email: %w", translate(err))
-	}
-	if len(ids) == 0 {
-		return "", nil
-	}
-	return ids[0], nil
-}
-
-// invalidState describes why st cannot be a user's state, or returns "".
-func invalidState(st RemoteState) string {
-	switch {
-	case st.Email == "":
-		return "has no email (a Tandem user needs one)"
-	case utf8.RuneCountInString(st.Email) > maxEmailChars:
-		return fmt.Sprintf("has an email longer than %d characters", maxEmailChars)
-	case utf8.RuneCountInString(st.Name) > maxNameChars:
-		return fmt.Sprintf("has a name longer than %d characters", maxNameChars)
-	case utf8.RuneCountInString(st.Phone) > maxPhoneChars:
-		return fmt.Sprintf("has a phone number longer than %d characters", maxPhoneChars)
-	}
-	if b, err := json.Marshal(st.Metadata); err != nil || len(b) > maxMetadataBytes {
-		return fmt.Sprintf("has more metadata than Tandem stores (%d bytes of JSON)", maxMetadataBytes)
-	}
-	return ""
-}
-
-// metadataKeys is the JSON array of md's keys, sorted.
-func metadataKeys(md map[string]string) string {
-	keys := slices.Sorted(maps.Keys(md))
-	if keys == nil {
-		keys = []string{}
-	}
-	b, _ := json.Marshal(keys)
-	return string(b)
-}
-
-func nullTime(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	return &t
 }
 
 // InboundEvent is one row of inbound_events: an inbound event as recorded.

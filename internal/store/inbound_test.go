@@ -39,7 +39,7 @@ var evSeq atomic.Int64
 // made in the test (so no re-read is needed).
 func change(remote string, st store.RemoteState) store.InboundChange {
 	return store.InboundChange{EventID: fmt.Sprintf("evt_%d", evSeq.Add(1)), EventType: "customer.updated",
-		RemoteID: remote, OccurredAt: time.Now().Add(time.Hour).Truncate(time.Second), State: st, Payload: []byte(`{"raw":true}`)}
+		RemoteID: remote, OccurredAt: time.Now().Add(30 * time.Second).Truncate(time.Second), State: st, Payload: []byte(`{"raw":true}`)}
 }
 
 // noRefetch fails the test if a re-read happens.
@@ -227,7 +227,7 @@ func TestApplyInboundOlderThanAnUnpushedLocalChangeLoses(t *testing.T) {
 	require.EqualValues(t, 2, got.Version)
 	l := link(t, st, u.ID)
 	require.EqualValues(t, 1, l.SyncedVersion, "the local change is still to be pushed")
-	require.Nil(t, l.PushedHash, "Stripe holds the dashboard edit: a push of the old state must not be skipped")
+	require.Equal(t, older.State.Hash, *l.PushedHash, "Stripe holds the dashboard edit: a push of the user's state must not be skipped")
 	require.True(t, l.LastInboundAt.Equal(older.OccurredAt), "the event's time is recorded")
 
 	// A remote change made after the local one wins, pushed or not.
@@ -307,7 +307,7 @@ func TestApplyInboundLinkingAnOlderObjectKeepsTheUsersNewerState(t *testing.T) {
 	l := link(t, st, u.ID)
 	require.Equal(t, "cus_old", *l.RemoteID, "linked: the worker updates this customer, no second one")
 	require.EqualValues(t, 0, l.SyncedVersion, "the user's state is still to be pushed")
-	require.Nil(t, l.PushedHash)
+	require.Equal(t, ev.State.Hash, *l.PushedHash, "the link knows what the customer holds")
 }
 
 func TestApplyInboundReReadsEventsThatMayPredateAPush(t *testing.T) {
@@ -431,16 +431,25 @@ func TestApplyInboundUnknownCustomers(t *testing.T) {
 	require.Equal(t, ev.State.Hash, *l.PushedHash)
 	require.Equal(t, []string{"a"}, l.MetadataKeyList())
 
-	// The email of a user without a Stripe customer: linked, state applied.
+	// The email of a user without a Stripe customer: linked, but the
+	// customer's fields are not copied over the user: an outbox row asks
+	// the worker to push the user's state over the customer.
 	plain, err := st.CreateUser(ctx, store.NewUser{Email: "Plain@Example.com", Name: "Plain"}, nil)
 	require.NoError(t, err)
-	res, err = st.ApplyInbound(ctx, "stripe", change("cus_plain", state("plain@example.com", "Plain Dashboard", nil)), noRefetch(t))
+	plainEv := change("cus_plain", state("plain@example.com", "Plain Dashboard", nil))
+	res, err = st.ApplyInbound(ctx, "stripe", plainEv, noRefetch(t))
 	require.NoError(t, err)
-	require.Equal(t, store.InboundResult{Outcome: store.InboundLinked, UserID: plain.ID, Version: 2}, res)
+	require.Equal(t, store.InboundLinked, res.Outcome)
+	require.Equal(t, plain.ID, res.UserID)
+	require.EqualValues(t, 1, res.Version)
+	got, err := st.GetUser(ctx, plain.ID)
+	require.NoError(t, err)
+	require.Equal(t, "Plain", got.Name, "linking never copies the object's fields")
 	l = link(t, st, plain.ID)
 	require.Equal(t, "cus_plain", *l.RemoteID)
-	require.Equal(t, store.LinkSynced, l.Status)
-	require.EqualValues(t, 2, l.SyncedVersion)
+	require.Equal(t, store.LinkPending, l.Status)
+	require.EqualValues(t, 0, l.SyncedVersion)
+	require.Equal(t, plainEv.State.Hash, *l.PushedHash)
 
 	// The email of a user linked to another customer: a conflict.
 	other := linked(t, st, "taken@example.com", "cus_taken")
@@ -454,10 +463,11 @@ func TestApplyInboundUnknownCustomers(t *testing.T) {
 	require.Contains(t, *l.LastError, "cus_dupe")
 	require.Equal(t, "cus_taken", *l.RemoteID)
 
-	// A customer tagged with a user whose link has no remote id yet.
+	// A customer tagged with a user whose link has no remote id yet, with
+	// the user's email (in another case): linked.
 	tagged, err := st.CreateUser(ctx, store.NewUser{Email: "tagged@example.com", Name: "T"}, nil)
 	require.NoError(t, err)
-	ev = change("cus_tagged", state("tagged-elsewhere@example.com", "T", nil))
+	ev = change("cus_tagged", state("Tagged@example.com", "T", nil))
 	ev.UserID = tagged.ID
 	res, err = st.ApplyInbound(ctx, "stripe", ev, noRefetch(t))
 	require.NoError(t, err)
@@ -474,7 +484,7 @@ func TestApplyInboundUnknownCustomers(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, store.InboundIgnoredUnknown, res.Outcome)
 
-	require.Equal(t, before+3, outboxRows(t, dsn), "only the API's creates wrote outbox rows")
+	require.Equal(t, before+5, outboxRows(t, dsn), "the API's creates and the two links that need a push wrote outbox rows")
 }
 
 func TestApplyInboundUnknownCustomerRacesCreateOneUser(t *testing.T) {

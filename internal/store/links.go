@@ -22,13 +22,33 @@ type Link struct {
 	RemoteID      *string
 	Status        string
 	SyncedVersion int64
+	// PushedHash is the state the provider is last known to hold: the last
+	// confirmed push, or the state of the last inbound event seen.
 	PushedHash    *string
 	MetadataKeys  *string // JSON array of the metadata keys last pushed; see MetadataKeyList
 	LastInboundAt *time.Time
 	LastError     *string
 	SyncedAt      *time.Time
 	UpdatedAt     time.Time
+	// AttemptVersion, AttemptHash and AttemptEmail describe a push whose
+	// outcome is unknown (recorded before the call, cleared when the
+	// answer is known): the provider holds PushedHash or AttemptHash.
+	AttemptVersion *int64
+	AttemptHash    *string
+	AttemptEmail   *string
+	AttemptAt      *time.Time
+	// LeaseSeq is the fencing token of the per-pair lease; LeaseUntil is
+	// when the current lease expires (MySQL's clock), nil when free.
+	LeaseSeq   int64
+	LeaseUntil *time.Time
+	// PushedRemoteAt is the provider's clock when it answered the last
+	// confirmed push (nil if it did not say).
+	PushedRemoteAt *time.Time
 }
+
+// Unsure reports whether a push of this link has an unknown outcome: the
+// provider may hold its state (AttemptHash) rather than PushedHash.
+func (l Link) Unsure() bool { return l.AttemptHash != nil || l.AttemptVersion != nil }
 
 // TableName is the GORM table name.
 func (Link) TableName() string { return "provider_links" }

@@ -120,6 +120,8 @@ func (p *pipeline) adapter() integrations.Provider {
 func (p *pipeline) startWorker(name string, wrap func(integrations.Provider) integrations.Provider) (stop func()) {
 	p.t.Helper()
 	var prov integrations.Provider = p.adapter()
+	cfg := p.cfg
+	cfg.Finder, _ = prov.(integrations.Finder)
 	if wrap != nil {
 		prov = wrap(prov)
 	}
@@ -128,7 +130,7 @@ func (p *pipeline) startWorker(name string, wrap func(integrations.Provider) int
 	if p.wrapPub != nil {
 		pub = p.wrapPub(pub)
 	}
-	w, err := worker.New(prov, p.wstore, conn, pub, p.cfg, quiet, prometheus.NewRegistry())
+	w, err := worker.New(prov, p.wstore, conn, pub, cfg, quiet, prometheus.NewRegistry())
 	require.NoError(p.t, err)
 	ctx, cancel := context.WithCancel(p.ctx)
 	done := make(chan struct{})

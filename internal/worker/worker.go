@@ -2,11 +2,19 @@
 // pushes each announced change out through the provider's adapter.
 //
 // A message only names a change; the worker reads the user as committed now
-// and pushes that, under a per-(user, provider) lock held in MySQL
-// (store.SyncLocked), so however many workers run and however messages are
-// reordered or duplicated, the provider never ends on an older version than
-// MySQL holds. The outcome (remote id, synced version, pushed-state hash,
-// status, last error) is committed before the message is acked.
+// and pushes that under a per-(user, provider) lease kept in MySQL
+// (store.Sync): no transaction or row lock is held while the provider is
+// called, the lease expires if its holder vanishes, and the outcome is
+// recorded only if the lease is still the holder's (a fencing token), so
+// however many workers run and however messages are reordered or
+// duplicated, the provider never ends on an older version than MySQL holds
+// while the link says synced. Before the call the push is recorded as an
+// attempt whose outcome is unknown; the outcome (remote id, synced version,
+// the state the provider now holds, status, last error) is recorded before
+// the message is acked. A push that may have executed (a 5xx, a timeout)
+// keeps its attempt: the next push of that user looks for an object the
+// first may have made (integrations.Link.Unsure) and sends new idempotency
+// keys (integrations.Link.Attempt).
 //
 // Failures follow the adapter's error kinds: a transient error is retried
 // through the delay queues (tandem.retry.<provider>.<tier>) until
@@ -14,7 +22,12 @@
 // (tandem.dead.<provider>, reason in x-tandem-error) and the link shows
 // failed with the provider's message. A failure of MySQL is retried through
 // the delay queues for as long as it lasts: only the provider's failures use
-// up MaxAttempts.
+// up MaxAttempts. Waits that are nobody's failure use none either: the
+// provider's rate limit (its Retry-After sets the delay, however long), a
+// lease held by another worker. A message RabbitMQ has handed back
+// broker.DeliveryLimit-1 times (workers died holding it) is dead-lettered by
+// the worker itself, with the link marked failed, rather than by RabbitMQ
+// behind Tandem's back.
 package worker
 
 import (
@@ -36,7 +49,8 @@ import (
 
 // Store is what the worker needs from storage.
 type Store interface {
-	SyncLocked(ctx context.Context, userID, provider string, fn store.SyncFunc) error
+	Sync(ctx context.Context, userID, provider string, ttl time.Duration, plan store.PlanFunc, push store.PushFunc) error
+	FailLink(ctx context.Context, userID, provider, reason string) error
 }
 
 // Broker is what the worker needs from the connection manager.
@@ -49,6 +63,7 @@ type Broker interface {
 type Republisher interface {
 	PublishRetry(ctx context.Context, provider string, d amqp.Delivery, attempt int, cause string) (time.Duration, error)
 	PublishDead(ctx context.Context, provider string, d amqp.Delivery, cause string) error
+	PublishDelay(ctx context.Context, provider string, d amqp.Delivery, wait time.Duration, cause string) (time.Duration, error)
 }
 
 // Config tunes a worker.
@@ -70,6 +85,16 @@ type Config struct {
 	// broken retry path does not become a hot loop of redeliveries and
 	// provider calls (default 1 s; shutdown cuts it short).
 	RequeueDelay time.Duration
+	// LeaseTTL is how long a worker may hold a user's lease while it
+	// pushes (default 30 s); PushTimeout bounds the provider calls of one
+	// push, rate-limiter waits included (default and at most 3/4 of
+	// LeaseTTL), so the lease outlives every push that records.
+	LeaseTTL    time.Duration
+	PushTimeout time.Duration
+	// Finder, if set, is the provider's integrations.Finder (looked up on
+	// the undecorated provider): a delete whose create was never recorded
+	// finds the object it may have made through it.
+	Finder integrations.Finder
 
 	pause func(ctx context.Context, d time.Duration) // waits d or until ctx ends; tests replace it
 }
@@ -89,6 +114,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.RequeueDelay <= 0 {
 		c.RequeueDelay = time.Second
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = 30 * time.Second
+	}
+	if c.PushTimeout <= 0 || c.PushTimeout > c.LeaseTTL*3/4 {
+		c.PushTimeout = c.LeaseTTL * 3 / 4
 	}
 	if c.pause == nil {
 		c.pause = sleep
@@ -111,6 +142,7 @@ const (
 	OutcomeDeleted     = "deleted"       // the remote object was deleted (or never existed)
 	OutcomeSkipped     = "skipped"       // already done: the link's synced version covers the message
 	OutcomeRetried     = "retried"       // transient failure, scheduled on a delay queue
+	OutcomeDelayed     = "delayed"       // put back without an attempt: rate limited, or the user is being pushed elsewhere
 	OutcomeDead        = "dead_lettered" // permanent failure or attempts exhausted
 	OutcomeUnknownUser = "unknown_user"  // no such user row: nothing to do
 	OutcomeInvalid     = "invalid"       // not a Tandem message: dead-lettered
@@ -126,6 +158,7 @@ type Worker struct {
 	cfg      Config
 	log      *slog.Logger
 	m        *metrics
+	users    keyedMutex
 }
 
 // New returns a worker for provider p. reg receives the worker's metrics.
@@ -254,13 +287,37 @@ func (w *Worker) handle(ctx context.Context, d amqp.Delivery) {
 		return
 	}
 	log := w.log.With("event_id", msg.EventID, "user_id", msg.UserID, "version", msg.Version)
+	if nb := broker.NotBefore(d); time.Until(nb) > 0 {
+		w.delay(ctx, log, d, time.Until(nb), errors.New("held back until "+nb.UTC().Format(time.RFC3339)), start)
+		return
+	}
 	attempt := broker.Attempt(d) + 1
+	if n := broker.DeliveryCount(d); n >= broker.DeliveryLimit-1 {
+		// RabbitMQ dead-letters it on its next return, without a word to
+		// the link: do it here, saying why.
+		err := fmt.Errorf("handed back to RabbitMQ %d times without an outcome (workers stopped or died while holding it)", n)
+		if ferr := w.store.FailLink(ctx, msg.UserID, w.name, err.Error()); ferr != nil && !errors.Is(ferr, store.ErrNotFound) {
+			log.Warn("could not mark the link failed", "error", ferr.Error())
+		}
+		w.settleLogged(ctx, log, d, OutcomeDead, err, attempt, start)
+		return
+	}
 	final := attempt >= w.cfg.MaxAttempts
 	outcome, err := w.sync(ctx, msg, attempt, final)
+	wait, limited := integrations.RetryAfter(err)
 	switch {
 	case err == nil:
 	case errors.Is(err, store.ErrNotFound):
 		outcome, err = OutcomeUnknownUser, nil
+	case errors.Is(err, store.ErrBusy), errors.Is(err, store.ErrLeaseLost):
+		w.delay(ctx, log, d, 0, err, start)
+		return
+	case limited && !integrations.IsPermanent(err):
+		// The provider asked to slow down: wait as long as it says, and
+		// spend no attempt on it.
+		log.Info("rate limited by the provider", "retry_after", wait.String())
+		w.delay(ctx, log, d, wait, err, start)
+		return
 	case integrations.IsPermanent(err) || final && isProviderError(err):
 		// Only the provider's failures use up the retry budget: a database
 		// or broker outage, however long, is waited out.
@@ -272,6 +329,25 @@ func (w *Worker) handle(ctx context.Context, d amqp.Delivery) {
 		log.Warn("sync failed", "attempt", attempt, "outcome", outcome, "error", err.Error())
 	}
 	w.settleLogged(ctx, log, d, outcome, err, attempt, start)
+}
+
+// delay puts d back after at least wait (the shortest retry tier for 0)
+// without counting an attempt, and acks it.
+func (w *Worker) delay(ctx context.Context, log *slog.Logger, d amqp.Delivery, wait time.Duration, cause error, start time.Time) {
+	tier, err := w.pub.PublishDelay(ctx, w.name, d, wait, cause.Error())
+	if err != nil {
+		log.Error("could not delay message; requeueing it after a pause", "error", err.Error(), "pause", w.cfg.RequeueDelay.String())
+		w.cfg.pause(ctx, w.cfg.RequeueDelay)
+		_ = d.Nack(false, true)
+		w.m.messages.WithLabelValues(w.name, "requeued").Inc()
+		return
+	}
+	w.m.retries.WithLabelValues(w.name, broker.TierName(tier)).Inc()
+	if err := d.Ack(false); err != nil {
+		log.Warn("ack failed; the message will be redelivered", "error", err.Error())
+	}
+	w.m.messages.WithLabelValues(w.name, OutcomeDelayed).Inc()
+	w.m.latency.WithLabelValues(w.name, OutcomeDelayed).Observe(time.Since(start).Seconds())
 }
 
 // settleLogged makes the outcome durable where it is not yet (a delay or
@@ -309,56 +385,148 @@ func (w *Worker) settleLogged(ctx context.Context, log *slog.Logger, d amqp.Deli
 	w.m.latency.WithLabelValues(w.name, outcome).Observe(time.Since(start).Seconds())
 }
 
-// sync pushes the user msg names, as it is now, under the per-user lock.
+// sync pushes the user msg names, as it is now, under the user's lease.
 func (w *Worker) sync(ctx context.Context, msg broker.Message, attempt int, final bool) (string, error) {
+	// Messages of one user in this process wait for each other here rather
+	// than bounce off the lease through a delay queue.
+	defer w.users.lock(msg.UserID)()
 	outcome := OutcomeSkipped
-	err := w.store.SyncLocked(ctx, msg.UserID, w.name, func(ctx context.Context, u store.User, l store.Link) (store.LinkUpdate, error) {
+	plan := func(u store.User, l store.Link) store.Plan {
 		if l.SyncedVersion >= msg.Version {
 			outcome = OutcomeSkipped // a push at this version or later is recorded
-			return store.LinkUpdate{}, nil
+			return store.Plan{Skip: true}
+		}
+		if u.DeletedAt != nil {
+			return store.Plan{Attempt: store.Attempt{Version: u.Version}}
 		}
 		c := customerOf(u)
-		link := integrations.Link{RemoteID: deref(l.RemoteID), MetadataKeys: l.MetadataKeyList()}
-		version := u.Version
-
-		if u.DeletedAt != nil {
-			if err := w.provider.Delete(ctx, c, link); err != nil {
-				return failure(err, attempt, final), providerError{err}
-			}
-			outcome = OutcomeDeleted
-			return store.LinkUpdate{Status: store.LinkDeleted, SyncedVersion: &version}, nil
-		}
-
 		hash := c.Hash()
-		if link.RemoteID != "" && l.PushedHash != nil && *l.PushedHash == hash {
-			// The provider already holds this state (pushed before, or it
-			// came from the provider through a webhook).
+		if l.RemoteID != nil && l.PushedHash != nil && *l.PushedHash == hash &&
+			(!l.Unsure() || l.AttemptHash != nil && *l.AttemptHash == hash) {
+			// The provider is known to hold this state (pushed before, or
+			// it came from the provider).
 			outcome = OutcomeSynced
-			return store.LinkUpdate{Status: store.LinkSynced, SyncedVersion: &version}, nil
+			version := u.Version
+			return store.Plan{Record: &store.LinkUpdate{Status: store.LinkSynced, SyncedVersion: &version, ClearAttempt: true}}
+		}
+		return store.Plan{Attempt: store.Attempt{Version: u.Version, Hash: hash, Email: u.Email}}
+	}
+	push := func(ctx context.Context, u store.User, l store.Link, seq int64) (store.LinkUpdate, error) {
+		ctx, cancel := context.WithTimeout(ctx, w.cfg.PushTimeout)
+		defer cancel()
+		c := customerOf(u)
+		link := integrations.Link{RemoteID: deref(l.RemoteID), MetadataKeys: l.MetadataKeyList(), Attempt: seq,
+			Unsure: l.Unsure(), UnsureEmail: deref(l.AttemptEmail)}
+		version := u.Version
+		if u.DeletedAt != nil {
+			up, err := w.delete(ctx, c, link, attempt, final)
+			if err == nil {
+				outcome = OutcomeDeleted
+				up.SyncedVersion = &version
+			}
+			return up, err
 		}
 		res, err := w.provider.Upsert(ctx, c, link)
 		if err != nil {
 			up := failure(err, attempt, final)
-			// The push may have been applied before it failed (a timeout, a
-			// 5xx after the write): the remote state is unknown now. (The
-			// metadata keys may be stale too; a stale list only costs the
-			// adapter one more call, see integrations.Link.)
-			up.ForgetPushedHash = true
 			if res.RemoteID != "" {
 				up.RemoteID = &res.RemoteID
+			}
+			// A 429 was not executed: the provider holds what it held. Any
+			// other failure may have been (a 5xx after the write, a
+			// timeout): the attempt stays recorded as unknown.
+			if _, limited := integrations.RetryAfter(err); limited {
+				up.ClearAttempt = true
 			}
 			return up, providerError{err}
 		}
 		outcome = OutcomeSynced
+		hash := c.Hash()
 		up := store.LinkUpdate{Status: store.LinkSynced, RemoteID: &res.RemoteID, SyncedVersion: &version,
-			PushedHash: &hash, MetadataKeys: res.MetadataKeys, SetMetadataKeys: true}
+			PushedHash: &hash, ClearAttempt: true, MetadataKeys: res.MetadataKeys, SetMetadataKeys: true}
+		if !res.RemoteTime.IsZero() {
+			up.PushedRemoteAt = &res.RemoteTime
+		}
 		if len(res.Warnings) > 0 {
 			msg := strings.Join(res.Warnings, "; ")
 			up.LastError = &msg
 		}
 		return up, nil
-	})
+	}
+	err := w.store.Sync(ctx, msg.UserID, w.name, w.cfg.LeaseTTL, plan, push)
 	return outcome, err
+}
+
+// delete removes the user's remote object. Without a recorded one, a push
+// with an unknown outcome may have made one: it is looked up by its tag
+// (Config.Finder) and deleted, and its id recorded.
+func (w *Worker) delete(ctx context.Context, c integrations.Customer, link integrations.Link, attempt int, final bool) (store.LinkUpdate, error) {
+	ids := []string{link.RemoteID}
+	if link.RemoteID == "" {
+		ids = nil
+		if link.Unsure && w.cfg.Finder != nil {
+			found, err := w.cfg.Finder.FindTagged(ctx, c.UserID, []string{link.UnsureEmail, c.Email})
+			if err != nil {
+				return failure(err, attempt, final), providerError{err}
+			}
+			ids = found
+		}
+	}
+	for _, id := range ids {
+		one := link
+		one.RemoteID = id
+		if err := w.provider.Delete(ctx, c, one); err != nil {
+			up := failure(err, attempt, final)
+			if _, limited := integrations.RetryAfter(err); limited {
+				up.ClearAttempt = true
+			}
+			return up, providerError{err}
+		}
+	}
+	up := store.LinkUpdate{Status: store.LinkDeleted, ClearAttempt: true}
+	if link.RemoteID == "" && len(ids) > 0 {
+		up.RemoteID = &ids[0]
+		if len(ids) > 1 {
+			msg := "deleted the objects an unrecorded push had made: " + strings.Join(ids, ", ")
+			up.LastError = &msg
+		}
+	}
+	return up, nil
+}
+
+// keyedMutex serialises work per key within the process.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// lock locks key and returns its unlock.
+func (k *keyedMutex) lock(key string) func() {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyedEntry{}
+	}
+	e := k.m[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.m[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
 }
 
 // providerError marks an error of the provider (not of MySQL): only those

@@ -371,7 +371,7 @@ func TestDeleteAfterALostCreateDeletesTheCustomer(t *testing.T) {
 	require.True(t, cs[0].Deleted, "the customer of a deleted user is deleted")
 }
 
-// downStore fails SyncLocked like an unreachable MySQL while down is set.
+// downStore fails Sync like an unreachable MySQL while down is set.
 type downStore struct {
 	worker.Store
 	down  atomic.Bool
@@ -383,12 +383,12 @@ func (d *downStore) wrap(inner worker.Store) worker.Store {
 	return d
 }
 
-func (d *downStore) SyncLocked(ctx context.Context, userID, provider string, fn store.SyncFunc) error {
+func (d *downStore) Sync(ctx context.Context, userID, provider string, ttl time.Duration, plan store.PlanFunc, push store.PushFunc) error {
 	d.calls.Add(1)
 	if d.down.Load() {
 		return errors.New("reading user and link: dial tcp 127.0.0.1:3306: connect: connection refused (injected)")
 	}
-	return d.Store.SyncLocked(ctx, userID, provider, fn)
+	return d.Store.Sync(ctx, userID, provider, ttl, plan, push)
 }
 
 // TestDatabaseOutageDoesNotUseUpTheRetryBudget: while MySQL is down, a

@@ -19,7 +19,42 @@ const (
 	FaultServerError Fault = "server_error"
 	// FaultRateLimitExceeded is a 429 from the hard limit set by SetRateLimit.
 	FaultRateLimitExceeded Fault = "rate_limit_exceeded"
+	// FaultServerErrorAfterWrite is a 500 answered after the write was
+	// made (FailAfterWrite), and saved under the request's idempotency key.
+	FaultServerErrorAfterWrite Fault = "server_error_after_write"
 )
+
+// FailAfterWrite makes the next n successful writes (POST and DELETE) answer
+// 500 api_error after they took effect, as Stripe may: the answer is saved
+// under the request's Idempotency-Key like any other, so a retry with the
+// same key replays the 500 for as long as the key is kept (24 h).
+func (s *Server) FailAfterWrite(n int) {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	s.failAfterWrite = n
+}
+
+func (s *Server) takeFailAfterWrite() bool {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	if s.failAfterWrite <= 0 {
+		return false
+	}
+	s.failAfterWrite--
+	return true
+}
+
+// ExpireIdempotencyKeys forgets every stored idempotency key, as Stripe does
+// 24 hours after a key's first use.
+func (s *Server) ExpireIdempotencyKeys() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, e := range s.idem {
+		if !e.inFlight {
+			delete(s.idem, k)
+		}
+	}
+}
 
 // Faults are failures injected into API requests. Injected failures answer
 // before the request reaches its endpoint: they change nothing and store no

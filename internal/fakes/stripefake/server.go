@@ -101,10 +101,12 @@ type Server struct {
 	requests   []Request
 	stats      Stats
 
-	fmu     sync.Mutex
-	faults  Faults
-	rng     *rand.Rand
-	limiter *rate.Limiter
+	fmu    sync.Mutex
+	faults Faults
+	// failAfterWrite is how many more writes answer 500 after executing.
+	failAfterWrite int
+	rng            *rand.Rand
+	limiter        *rate.Limiter
 
 	deliv *deliverer
 
@@ -515,6 +517,13 @@ func (s *Server) execute(c *call, fn func(now time.Time) response) response {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	resp := fn(s.now())
+	if c.rec.Method != http.MethodGet && resp.status < 300 && s.takeFailAfterWrite() {
+		// Stripe's documented behaviour: a request that started executing
+		// has its answer saved under its key, a 500 included.
+		c.rec.Fault = FaultServerErrorAfterWrite
+		s.stats.InjectedServerErrors++
+		resp = serverError().response()
+	}
 	if entry != nil {
 		if resp.status == http.StatusBadRequest {
 			s.releaseKey(key, entry)

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,6 +52,12 @@ type fakeStripe struct {
 	mu     sync.Mutex
 	reqs   []request
 	handle func(r request) answer
+}
+
+func (f *fakeStripe) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reqs = nil
 }
 
 func (f *fakeStripe) requests() []request {
@@ -180,27 +187,65 @@ func testCustomer() integrations.Customer {
 
 const uid = "0190a5d2-7c3e-7b1a-9f00-000000000001"
 
-func TestCreateSendsMinimalCreateThenUpdate(t *testing.T) {
+func TestCreateIsOneRequestCarryingTheState(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 1000, nil)
-	res, err := h.adapter.Upsert(context.Background(), testCustomer(), integrations.Link{})
+	res, err := h.adapter.Upsert(context.Background(), testCustomer(), integrations.Link{Attempt: 7})
 	require.NoError(t, err)
-	require.Equal(t, integrations.Result{RemoteID: "cus_new", MetadataKeys: []string{"plan", "team"}}, res)
+	require.Equal(t, "cus_new", res.RemoteID)
+	require.Equal(t, []string{"plan", "team"}, res.MetadataKeys)
+	require.False(t, res.RemoteTime.IsZero(), "Stripe's clock (the Date header) is returned")
 
 	reqs := h.fake.requests()
-	require.Len(t, reqs, 2)
-	create, update := reqs[0], reqs[1]
+	require.Len(t, reqs, 1)
+	create := reqs[0]
 	require.Equal(t, "POST /v1/customers", create.Method+" "+create.Path)
-	require.Equal(t, "tandem-stripe-create-"+uid, create.Key)
-	require.Equal(t, url.Values{"metadata[tandem_user_id]": {uid}}, create.Form,
-		"the create's parameters never change, so its key can be replayed after the user changed")
+	require.Equal(t, "tandem-stripe-create-"+uid, create.Key, "a first create uses the contract's key")
+	require.Equal(t, "ada@example.com", create.Form.Get("email"), "the email is there from the start, so a lost create can be found by it")
+	require.Equal(t, "Ada", create.Form.Get("name"))
+	require.Equal(t, "+44 20 7946 0000", create.Form.Get("phone"))
+	require.Equal(t, map[string]string{"plan": "pro", "team": "core", "tandem_user_id": uid}, create.metadata())
+}
 
-	require.Equal(t, "POST /v1/customers/cus_new", update.Method+" "+update.Path)
-	require.Equal(t, "tandem-stripe-update-"+uid+"-v3", update.Key)
-	require.Equal(t, "ada@example.com", update.Form.Get("email"))
-	require.Equal(t, "Ada", update.Form.Get("name"))
-	require.Equal(t, "+44 20 7946 0000", update.Form.Get("phone"))
-	require.Equal(t, map[string]string{"plan": "pro", "team": "core", "tandem_user_id": uid}, update.metadata())
+// TestUnsureCreateFindsBeforeCreating: after a push with an unknown outcome
+// (its key may hold a saved 5xx), the adapter looks for the customer that
+// push may have made, by the email it carried, before creating one with a
+// key of its own.
+func TestUnsureCreateFindsBeforeCreating(t *testing.T) {
+	t.Parallel()
+	var found atomic.Bool
+	h := newHarness(t, 1000, func(r request) answer {
+		if r.Method == http.MethodGet && r.Path == "/v1/customers" {
+			if found.Load() && r.Form.Get("email") == "old@example.com" {
+				return answer{status: 200, body: `{"object":"list","url":"/v1/customers","has_more":false,"data":[` +
+					customerJSON("cus_lost", "old@example.com", "Ada", "", map[string]string{"tandem_user_id": uid}) + `,` +
+					customerJSON("cus_other", "old@example.com", "Ada", "", map[string]string{"tandem_user_id": "someone-else"}) + `]}`}
+			}
+			return answer{status: 200, body: `{"object":"list","url":"/v1/customers","has_more":false,"data":[]}`}
+		}
+		return answer{status: 200}
+	})
+	link := integrations.Link{Attempt: 9, Unsure: true, UnsureEmail: "old@example.com"}
+
+	// Nothing found: a create with a key unique to this attempt.
+	res, err := h.adapter.Upsert(context.Background(), testCustomer(), link)
+	require.NoError(t, err)
+	require.Equal(t, "cus_new", res.RemoteID)
+	reqs := h.fake.requests()
+	require.Len(t, reqs, 3, "two exact lookups (the lost push's email and the user's), then the create")
+	require.Equal(t, "old@example.com", reqs[0].Form.Get("email"))
+	require.Equal(t, "ada@example.com", reqs[1].Form.Get("email"))
+	require.Equal(t, "tandem-stripe-create-"+uid+"-a9", reqs[2].Key)
+
+	// Found: that customer is updated, none is created.
+	found.Store(true)
+	h.fake.reset()
+	res, err = h.adapter.Upsert(context.Background(), testCustomer(), link)
+	require.NoError(t, err)
+	require.Equal(t, "cus_lost", res.RemoteID)
+	for _, r := range h.fake.requests() {
+		require.NotEqual(t, "POST /v1/customers", r.Method+" "+r.Path, "no second customer")
+	}
 }
 
 func TestUpdateWithKnownKeysIsOneRequest(t *testing.T) {
@@ -211,7 +256,8 @@ func TestUpdateWithKnownKeysIsOneRequest(t *testing.T) {
 	c.Metadata = map[string]string{"plan": "enterprise"}
 	res, err := h.adapter.Upsert(context.Background(), c, integrations.Link{RemoteID: "cus_1", MetadataKeys: []string{"plan", "team", "old"}})
 	require.NoError(t, err)
-	require.Equal(t, integrations.Result{RemoteID: "cus_1", MetadataKeys: []string{"plan"}}, res)
+	require.Equal(t, "cus_1", res.RemoteID)
+	require.Equal(t, []string{"plan"}, res.MetadataKeys)
 
 	reqs := h.fake.requests()
 	require.Len(t, reqs, 1)
@@ -267,18 +313,18 @@ func TestStaleKeysInAnswerAreRemoved(t *testing.T) {
 	require.NotContains(t, reqs[1].Form, "email", "the clean-up sends only the unsets")
 }
 
-func TestCreateReturnsRemoteIDEvenIfUpdateFails(t *testing.T) {
+func TestUpdateKeysAreUniquePerAttempt(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, 1000, func(r request) answer {
-		if r.Path == "/v1/customers/cus_new" {
-			return answer{status: 503, body: stripeErrorJSON("api_error", "", "Try again")}
-		}
-		return answer{status: 200}
-	})
-	res, err := h.adapter.Upsert(context.Background(), testCustomer(), integrations.Link{})
-	require.Error(t, err)
-	require.False(t, integrations.IsPermanent(err))
-	require.Equal(t, "cus_new", res.RemoteID, "the worker stores the id so the retry updates it")
+	h := newHarness(t, 1000, nil)
+	_, err := h.adapter.Upsert(context.Background(), testCustomer(), integrations.Link{RemoteID: "cus_1", MetadataKeys: []string{}, Attempt: 4})
+	require.NoError(t, err)
+	_, err = h.adapter.Upsert(context.Background(), testCustomer(), integrations.Link{RemoteID: "cus_1", MetadataKeys: []string{}, Attempt: 5})
+	require.NoError(t, err)
+	reqs := h.fake.requests()
+	require.Len(t, reqs, 2)
+	require.Equal(t, "tandem-stripe-update-"+uid+"-v3-a4", reqs[0].Key)
+	require.Equal(t, "tandem-stripe-update-"+uid+"-v3-a5", reqs[1].Key,
+		"a key Stripe may have saved a 5xx under is never sent again")
 }
 
 func TestErrorMapping(t *testing.T) {
@@ -415,20 +461,19 @@ func TestDelete(t *testing.T) {
 		})
 		require.NoError(t, h.adapter.Delete(context.Background(), testCustomer(), integrations.Link{RemoteID: "cus_1"}))
 	})
-	t.Run("no remote id replays the create, then deletes what it answers", func(t *testing.T) {
+	t.Run("no remote id sends nothing (the worker finds what to delete)", func(t *testing.T) {
 		t.Parallel()
-		h := newHarness(t, 1000, func(r request) answer {
-			if r.Method == "POST" {
-				return answer{status: 200, body: `{"id":"cus_lost","object":"customer","metadata":{"tandem_user_id":"` + uid + `"}}`}
-			}
-			return answer{status: 200, body: `{"id":"cus_lost","object":"customer","deleted":true}`}
-		})
+		h := newHarness(t, 1000, nil)
 		require.NoError(t, h.adapter.Delete(context.Background(), testCustomer(), integrations.Link{}))
-		reqs := h.fake.requests()
-		require.Len(t, reqs, 2)
-		require.Equal(t, "POST /v1/customers", reqs[0].Method+" "+reqs[0].Path)
-		require.Equal(t, "tandem-stripe-create-"+uid, reqs[0].Key, "the create's own key: Stripe answers with the customer it made")
-		require.Equal(t, "DELETE /v1/customers/cus_lost", reqs[1].Method+" "+reqs[1].Path)
+		require.Empty(t, h.fake.requests())
+	})
+	t.Run("keys are unique per attempt", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, 1000, func(request) answer {
+			return answer{status: 200, body: `{"id":"cus_1","object":"customer","deleted":true}`}
+		})
+		require.NoError(t, h.adapter.Delete(context.Background(), testCustomer(), integrations.Link{RemoteID: "cus_1", Attempt: 3}))
+		require.Equal(t, "tandem-stripe-delete-"+uid+"-a3", h.fake.requests()[0].Key)
 	})
 	t.Run("errors keep their kind", func(t *testing.T) {
 		t.Parallel()
@@ -565,7 +610,7 @@ func TestConcurrentUse(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	require.Len(t, fake.requests(), 40)
+	require.Len(t, fake.requests(), 20, "one create each")
 }
 
 func TestCustomerFromHashesLikeThePush(t *testing.T) {

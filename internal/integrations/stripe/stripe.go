@@ -73,6 +73,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -114,7 +116,10 @@ type Adapter struct {
 	cfg       Config // the webhook reads WebhookSecret and AcceptAPIVersionMismatch
 }
 
-var _ integrations.Provider = (*Adapter)(nil)
+var (
+	_ integrations.Provider = (*Adapter)(nil)
+	_ integrations.Finder   = (*Adapter)(nil)
+)
 
 // New returns an adapter for cfg. It returns cfg.Validate's error, or an
 // error registering its metrics.
@@ -169,15 +174,21 @@ func (a *Adapter) Upsert(ctx context.Context, c integrations.Customer, link inte
 		return integrations.Result{}, fmt.Errorf("stripe: user %s: %w", c.UserID, err)
 	}
 	id, remoteKeys := link.RemoteID, link.MetadataKeys
-	if id == "" {
-		created, err := a.create(ctx, c)
+	if id == "" && link.Unsure {
+		found, err := a.findOne(ctx, c, link)
 		if err != nil {
 			return integrations.Result{}, err
 		}
-		// A new customer holds only tandem_user_id. A replayed create may
-		// return one that has been updated since: update catches that.
-		id, remoteKeys = created, []string{}
-	} else if remoteKeys == nil {
+		id, remoteKeys = found, nil
+	}
+	if id == "" {
+		cust, err := a.create(ctx, c, link)
+		if err != nil {
+			return integrations.Result{}, err
+		}
+		return integrations.Result{RemoteID: cust.ID, MetadataKeys: userKeys(c.Metadata), RemoteTime: remoteTime(cust)}, nil
+	}
+	if remoteKeys == nil {
 		cust, err := a.get(ctx, c.UserID, id)
 		if err != nil {
 			return integrations.Result{RemoteID: id}, err
@@ -188,39 +199,79 @@ func (a *Adapter) Upsert(ctx context.Context, c integrations.Customer, link inte
 		}
 	}
 	res := integrations.Result{RemoteID: id}
-	if err := a.update(ctx, c, id, remoteKeys); err != nil {
+	at, err := a.update(ctx, c, id, remoteKeys, link.Attempt)
+	if err != nil {
 		return res, err
 	}
 	res.MetadataKeys = userKeys(c.Metadata)
+	res.RemoteTime = at
 	return res, nil
 }
 
+// findOne looks for the customer an earlier push with an unknown outcome
+// may have made: "" if there is none, an error if there are several.
+func (a *Adapter) findOne(ctx context.Context, c integrations.Customer, link integrations.Link) (string, error) {
+	ids, err := a.FindTagged(ctx, c.UserID, []string{link.UnsureEmail, c.Email})
+	switch {
+	case err != nil:
+		return "", err
+	case len(ids) > 1:
+		return "", integrations.Permanent(fmt.Errorf("stripe: several customers are tagged with user %s (%s): resolve by deleting the extra ones in Stripe",
+			c.UserID, strings.Join(ids, ", ")))
+	case len(ids) == 1:
+		return ids[0], nil
+	}
+	return "", nil
+}
+
+// FindTagged returns the live customers tagged with userID among those with
+// one of emails (Stripe's list filtered by email: an exact read, not its
+// search, which lags writes by up to a minute). A customer created by a
+// push carries the user's email from the start, so the email that push sent
+// finds it.
+func (a *Adapter) FindTagged(ctx context.Context, userID string, emails []string) ([]string, error) {
+	var ids []string
+	seen := map[string]bool{}
+	for _, email := range emails {
+		if email == "" || seen[email] {
+			continue
+		}
+		seen[email] = true
+		if err := a.limiter.wait(ctx); err != nil {
+			return nil, err
+		}
+		p := &stripego.CustomerListParams{Email: stripego.String(email)}
+		p.Context = ctx
+		p.Limit = stripego.Int64(100)
+		p.Single = true
+		it := a.customers.List(p)
+		for it.Next() {
+			cust := it.Customer()
+			if !cust.Deleted && cust.Metadata[MetadataUserIDKey] == userID && !slices.Contains(ids, cust.ID) {
+				ids = append(ids, cust.ID)
+			}
+		}
+		if err := it.Err(); err != nil {
+			return nil, fmt.Errorf("stripe: listing customers with the email of user %s: %w", userID, a.classify(err))
+		}
+	}
+	return ids, nil
+}
+
 // Delete deletes the customer link.RemoteID. It returns nil if it is
-// already gone, a permanent error if c has no user id, otherwise errors of
-// the contract's kinds.
-//
-// Without a remote id, Tandem may still have made a customer whose id it
-// never recorded (the answer to the create was lost, or the worker died
-// before recording it). Delete replays the create, with the same
-// idempotency key and the same parameters: Stripe answers with the customer
-// it made, if it made one within the key's 24 hours, or makes one; either
-// way that customer is then deleted, so no live customer of a deleted user
-// remains. (A user deleted before its first push costs one create and one
-// delete; a create lost more than 24 hours earlier is not found.)
+// already gone, or if there is no remote id (the worker finds a customer an
+// unrecorded create may have made through FindTagged first); a permanent
+// error if c has no user id, otherwise errors of the contract's kinds.
 func (a *Adapter) Delete(ctx context.Context, c integrations.Customer, link integrations.Link) error {
 	if c.UserID == "" {
 		return integrations.Permanent(fmt.Errorf("stripe: deleting customer %q: no user id for the idempotency key", link.RemoteID))
 	}
 	if link.RemoteID == "" {
-		id, err := a.create(ctx, c)
-		if err != nil {
-			return fmt.Errorf("stripe: finding the customer a lost create may have made: %w", err)
-		}
-		link.RemoteID = id
+		return nil
 	}
 	p := &stripego.CustomerParams{}
 	p.Context = ctx
-	p.SetIdempotencyKey(integrations.DeleteKey(Name, c.UserID))
+	p.SetIdempotencyKey(integrations.AttemptKey(integrations.DeleteKey(Name, c.UserID), link.Attempt))
 	_, err := a.call(ctx, func() (*stripego.Customer, error) { return a.customers.Del(link.RemoteID, p) })
 	if err == nil || isNotFound(err) {
 		return nil
@@ -228,26 +279,53 @@ func (a *Adapter) Delete(ctx context.Context, c integrations.Customer, link inte
 	return fmt.Errorf("stripe: deleting customer %s for user %s: %w", link.RemoteID, c.UserID, err)
 }
 
-// create makes a customer holding only tandem_user_id and returns its id.
-func (a *Adapter) create(ctx context.Context, c integrations.Customer) (string, error) {
-	p := &stripego.CustomerParams{}
+// create makes a customer holding c. Its key is the contract's create key on
+// a first attempt; after a push with an unknown outcome (whose key may hold
+// a saved 5xx) it is made unique to this attempt, once findOne found nothing.
+func (a *Adapter) create(ctx context.Context, c integrations.Customer, link integrations.Link) (*stripego.Customer, error) {
+	key := integrations.CreateKey(Name, c.UserID)
+	if link.Unsure {
+		key = integrations.AttemptKey(key, link.Attempt)
+	}
+	p := &stripego.CustomerParams{
+		Email:    stripego.String(c.Email),
+		Name:     stripego.String(c.Name),
+		Phone:    stripego.String(c.Phone),
+		Metadata: metadataParams(c, nil),
+	}
 	p.Context = ctx
-	p.SetIdempotencyKey(integrations.CreateKey(Name, c.UserID))
-	p.AddMetadata(MetadataUserIDKey, c.UserID)
+	p.SetIdempotencyKey(key)
 	cust, err := a.call(ctx, func() (*stripego.Customer, error) { return a.customers.New(p) })
+	if isIdempotencyMismatch(err) {
+		// The key was first used with other parameters (by a Tandem before
+		// this one, or a push whose outcome was not recorded): the customer
+		// it made carries the tag.
+		id, ferr := a.findOne(ctx, c, integrations.Link{})
+		if ferr != nil || id == "" {
+			return nil, fmt.Errorf("stripe: creating customer for user %s: %w", c.UserID, err)
+		}
+		at, uerr := a.update(ctx, c, id, nil, link.Attempt)
+		if uerr != nil {
+			return nil, uerr
+		}
+		found := &stripego.Customer{ID: id}
+		found.LastResponse = &stripego.APIResponse{Header: http.Header{"Date": []string{at.Format(http.TimeFormat)}}}
+		return found, nil
+	}
 	if err != nil {
-		return "", fmt.Errorf("stripe: creating customer for user %s: %w", c.UserID, err)
+		return nil, fmt.Errorf("stripe: creating customer for user %s: %w", c.UserID, err)
 	}
 	if cust.ID == "" {
-		return "", fmt.Errorf("stripe: creating customer for user %s: answer without an id", c.UserID)
+		return nil, fmt.Errorf("stripe: creating customer for user %s: answer without an id", c.UserID)
 	}
-	return cust.ID, nil
+	return cust, nil
 }
 
 // update makes customer id hold c, unsetting remoteKeys the user does not
-// have, then removes any other key Stripe's answer shows.
-func (a *Adapter) update(ctx context.Context, c integrations.Customer, id string, remoteKeys []string) error {
-	key := integrations.UpdateKey(Name, c.UserID, c.Version)
+// have, then removes any other key Stripe's answer shows. It returns
+// Stripe's clock at the answer.
+func (a *Adapter) update(ctx context.Context, c integrations.Customer, id string, remoteKeys []string, attempt int64) (time.Time, error) {
+	key := integrations.AttemptKey(integrations.UpdateKey(Name, c.UserID, c.Version), attempt)
 	p := &stripego.CustomerParams{
 		Email:    stripego.String(c.Email),
 		Name:     stripego.String(c.Name),
@@ -260,35 +338,50 @@ func (a *Adapter) update(ctx context.Context, c integrations.Customer, id string
 	switch {
 	case err == nil:
 	case isIdempotencyMismatch(err):
-		// An earlier attempt at this version unset other keys (they were
-		// read from Stripe, which has changed since). Done if it took.
+		// An earlier attempt with this key sent other parameters (keys
+		// are unique per attempt, so only a Tandem before them did). Done
+		// if it took.
 		cust, err = a.get(ctx, c.UserID, id)
 		if err != nil {
-			return err
+			return time.Time{}, err
 		}
 		if !holds(cust, c) {
-			return fmt.Errorf("stripe: updating customer %s for user %s: key %s was first used with other parameters and the customer does not hold version %d; retry once the change made in Stripe has arrived", id, c.UserID, key, c.Version)
+			return time.Time{}, fmt.Errorf("stripe: updating customer %s for user %s: key %s was first used with other parameters and the customer does not hold version %d; retry once the change made in Stripe has arrived", id, c.UserID, key, c.Version)
 		}
-		return nil
+		return remoteTime(cust), nil
 	default:
-		return fmt.Errorf("stripe: updating customer %s for user %s: %w", id, c.UserID, err)
+		return time.Time{}, fmt.Errorf("stripe: updating customer %s for user %s: %w", id, c.UserID, err)
 	}
 
 	stale := staleKeys(c, cust.Metadata)
 	if len(stale) == 0 {
-		return nil
+		return remoteTime(cust), nil
 	}
-	a.logger.DebugContext(ctx, "removing metadata keys the user does not have", "user_id", c.UserID, "customer_id", id, "keys", stale)
+	a.logger.DebugContext(ctx, "removing metadata keys the user does not have", "user_id", c.UserID, "customer_id", id, "keys", len(stale))
 	unset := &stripego.CustomerParams{}
 	unset.Context = ctx
 	unset.SetIdempotencyKey(key + "-unset")
 	for _, k := range stale {
 		unset.AddMetadata(k, "")
 	}
-	if _, err := a.call(ctx, func() (*stripego.Customer, error) { return a.customers.Update(id, unset) }); err != nil {
-		return fmt.Errorf("stripe: removing metadata keys %q of customer %s for user %s: %w", stale, id, c.UserID, err)
+	cust, err = a.call(ctx, func() (*stripego.Customer, error) { return a.customers.Update(id, unset) })
+	if err != nil {
+		return time.Time{}, fmt.Errorf("stripe: removing metadata keys %q of customer %s for user %s: %w", stale, id, c.UserID, err)
 	}
-	return nil
+	return remoteTime(cust), nil
+}
+
+// remoteTime is Stripe's clock when it answered (the Date header), zero if
+// unknown.
+func remoteTime(cust *stripego.Customer) time.Time {
+	if cust == nil || cust.LastResponse == nil {
+		return time.Time{}
+	}
+	t, err := http.ParseTime(cust.LastResponse.Header.Get("Date"))
+	if err != nil {
+		return time.Time{}
+	}
+	return t.UTC()
 }
 
 // get reads customer id; a deleted customer is integrations.ErrNotFound.

@@ -1,0 +1,140 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-sync/tandem/internal/store"
+	"github.com/tandem-sync/tandem/internal/testutil"
+)
+
+// TestAFailedPushThenAnUnrelatedEventLosesNothing (issue 10, finding 1): a
+// PATCH whose push was refused (429), then a provider event about a field
+// Tandem does not sync, still carrying the old name and dated after the
+// PATCH: the event changes nothing, and the PATCH is still to be pushed.
+func TestAFailedPushThenAnUnrelatedEventLosesNothing(t *testing.T) {
+	t.Parallel()
+	st, _ := testutil.NewStore(t)
+	ctx := context.Background()
+	u := linked(t, st, "lost@example.com", "cus_lost")
+	name := "X"
+	patched, err := st.UpdateUser(ctx, u.ID, store.Patch{Name: &name}, 0)
+	require.NoError(t, err)
+
+	// The worker's push of version 2 is refused with a 429.
+	msg := "attempt 1 failed, retrying: stripe 429"
+	err = st.Sync(ctx, u.ID, "stripe", time.Minute, func(cur store.User, _ store.Link) store.Plan {
+		return store.Plan{Attempt: store.Attempt{Version: cur.Version, Hash: state(cur.Email, cur.Name, cur.Metadata).Hash, Email: cur.Email}}
+	}, func(context.Context, store.User, store.Link, int64) (store.LinkUpdate, error) {
+		return store.LinkUpdate{Status: store.LinkPending, LastError: &msg, ClearAttempt: true}, nil
+	})
+	require.NoError(t, err)
+
+	// customer.updated for a default payment method: the old state.
+	ev := change("cus_lost", state(u.Email, u.Name, u.Metadata))
+	ev.OccurredAt = patched.UpdatedAt.Add(10 * time.Second).Truncate(time.Second)
+	res, err := st.ApplyInbound(ctx, "stripe", ev, noRefetch(t))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundEcho, res.Outcome, res.Detail)
+	got, err := st.GetUser(ctx, u.ID)
+	require.NoError(t, err)
+	require.Equal(t, "X", got.Name, "the API change is kept")
+	require.EqualValues(t, 2, got.Version)
+	l := link(t, st, u.ID)
+	require.EqualValues(t, 1, l.SyncedVersion, "version 2 is still to be pushed")
+}
+
+// TestAnEventOfThePushInFlightIsItsEcho: the provider's event carries the
+// state of a push whose answer Tandem has not seen: not a remote edit.
+func TestAnEventOfThePushInFlightIsItsEcho(t *testing.T) {
+	t.Parallel()
+	st, _ := testutil.NewStore(t)
+	ctx := context.Background()
+	u := linked(t, st, "inflight@example.com", "cus_if")
+	name := "B"
+	b, err := st.UpdateUser(ctx, u.ID, store.Patch{Name: &name}, 0)
+	require.NoError(t, err)
+	bState := state(b.Email, b.Name, b.Metadata)
+	err = st.Sync(ctx, u.ID, "stripe", time.Minute, func(cur store.User, _ store.Link) store.Plan {
+		return store.Plan{Attempt: store.Attempt{Version: cur.Version, Hash: bState.Hash, Email: cur.Email}}
+	}, func(ctx context.Context, _ store.User, _ store.Link, _ int64) (store.LinkUpdate, error) {
+		// While the push is in flight: the user moves on to C, and the
+		// provider's event of the push (B) arrives, dated after C.
+		name := "C"
+		c, err := st.UpdateUser(ctx, u.ID, store.Patch{Name: &name}, 0)
+		require.NoError(t, err)
+		ev := change("cus_if", bState)
+		ev.OccurredAt = c.UpdatedAt.Add(10 * time.Second).Truncate(time.Second)
+		res, err := st.ApplyInbound(ctx, "stripe", ev, noRefetch(t))
+		require.NoError(t, err)
+		require.Equal(t, store.InboundEcho, res.Outcome, res.Detail)
+		msg := "timeout"
+		return store.LinkUpdate{Status: store.LinkPending, LastError: &msg}, nil
+	})
+	require.NoError(t, err)
+	got, err := st.GetUser(ctx, u.ID)
+	require.NoError(t, err)
+	require.Equal(t, "C", got.Name, "the echo of B never reverts C")
+}
+
+// TestAnEventDatedInTheFutureIsRefused (issue 10, finding 6): it applies
+// nothing and does not become the link's high-water mark.
+func TestAnEventDatedInTheFutureIsRefused(t *testing.T) {
+	t.Parallel()
+	st, _ := testutil.NewStore(t)
+	ctx := context.Background()
+	u := linked(t, st, "future@example.com", "cus_f")
+	ev := change("cus_f", state(u.Email, "From 2036", nil))
+	ev.OccurredAt = time.Now().AddDate(10, 0, 0)
+	res, err := st.ApplyInbound(ctx, "stripe", ev, noRefetch(t))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundInvalid, res.Outcome)
+	require.Nil(t, link(t, st, u.ID).LastInboundAt, "no high-water mark from a forged date")
+
+	genuine := change("cus_f", state(u.Email, "Genuine", nil))
+	res, err = st.ApplyInbound(ctx, "stripe", genuine, noRefetch(t))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundApplied, res.Outcome, res.Detail)
+}
+
+// TestAnotherProvidersChangeDoesNotHideAnUnpushedAPIChange (finding 3).
+func TestAnotherProvidersChangeDoesNotHideAnUnpushedAPIChange(t *testing.T) {
+	t.Parallel()
+	st, _ := testutil.NewStore(t)
+	ctx := context.Background()
+	u := linked(t, st, "hide@example.com", "cus_h")
+	old := time.Now().Add(-30 * time.Second).Truncate(time.Second)
+	name := "API"
+	api, err := st.UpdateUser(ctx, u.ID, store.Patch{Name: &name}, 0)
+	require.NoError(t, err)
+	// A Salesforce edit of another field lands after the API change.
+	contact := "003H"
+	require.NoError(t, st.SyncLocked(ctx, u.ID, "salesforce", func(_ context.Context, cur store.User, _ store.Link) (store.LinkUpdate, error) {
+		h := state(cur.Email, cur.Name, cur.Metadata).Hash
+		return store.LinkUpdate{Status: store.LinkSynced, RemoteID: &contact, SyncedVersion: &cur.Version, PushedHash: &h}, nil
+	}))
+	sf := change(contact, state(u.Email, "API", map[string]string{"plan": "sf"}))
+	res, err := st.ApplyInbound(ctx, "salesforce", sf, noRefetch(t))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundApplied, res.Outcome, res.Detail)
+
+	// A late Stripe event from before the API change.
+	late := change("cus_h", state(u.Email, "Dashboard before the API", u.Metadata))
+	late.OccurredAt = old
+	res, err = st.ApplyInbound(ctx, "stripe", late, noRefetch(t))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundStale, res.Outcome, res.Detail)
+	got, err := st.GetUser(ctx, u.ID)
+	require.NoError(t, err)
+	require.Equal(t, "API", got.Name)
+	links, err := st.Links(ctx, u.ID)
+	require.NoError(t, err)
+	for _, l := range links[u.ID] {
+		if l.Provider == "stripe" {
+			require.Less(t, l.SyncedVersion, api.Version, "the API change is still to be pushed to Stripe")
+		}
+	}
+}
