@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	neturl "net/url"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/tandem-sync/tandem/internal/config"
 )
 
 // ErrNotConnected is returned (wrapped, with the last connection error when
@@ -105,7 +108,7 @@ type Conn struct {
 func Dial(ctx context.Context, url string, logger *slog.Logger, opts Options) (*Conn, error) {
 	uri, err := amqp.ParseURI(url)
 	if err != nil {
-		return nil, fmt.Errorf("broker: TANDEM_AMQP_URL: %w", err)
+		return nil, fmt.Errorf("broker: TANDEM_AMQP_URL %q: %s", config.RedactURL(url), uriProblem(err))
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -154,6 +157,21 @@ func Dial(ctx context.Context, url string, logger *slog.Logger, opts Options) (*
 	case <-ctx.Done():
 	}
 	return c, nil
+}
+
+// uriProblem describes why amqp.ParseURI refused a URL without quoting
+// it: net/url's errors carry the whole URL, password included, and an
+// escape error a piece of the password.
+func uriProblem(err error) string {
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		return "not a valid URL (percent-encode reserved characters such as : @ / ? # % in the user name and password)"
+	}
+	var ne *strconv.NumError
+	if errors.As(err, &ne) {
+		return "the port is not a number"
+	}
+	return err.Error()
 }
 
 // registerCollector registers col, or returns the collector already
