@@ -34,8 +34,10 @@ type Options struct {
 	// connection label of the metrics (default "tandem").
 	Name string
 	// MinBackoff and MaxBackoff bound the delay between connection attempts
-	// (defaults 100ms and 15s); the delay doubles after each failure, with
-	// jitter. A topology mismatch waits MaxBackoff at once.
+	// (defaults 100ms and 2s); the delay doubles after each failure, with
+	// jitter (a random half of it), so after an outage of any length the
+	// broker is found again within MaxBackoff without replicas reconnecting
+	// in lockstep. A topology mismatch waits MaxBackoff at once.
 	MinBackoff, MaxBackoff time.Duration
 	// DialTimeout bounds the TCP connect and the AMQP handshake (default 10s).
 	DialTimeout time.Duration
@@ -55,7 +57,7 @@ func (o *Options) setDefaults() {
 		o.MinBackoff = 100 * time.Millisecond
 	}
 	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = 15 * time.Second
+		o.MaxBackoff = 2 * time.Second
 	}
 	if o.MaxBackoff < o.MinBackoff {
 		o.MaxBackoff = o.MinBackoff
