@@ -14,6 +14,9 @@
 //	POST /_sandbox/faults                 {rate_limit_ratio, server_error_ratio, latency}: API faults ({} turns them off)
 //	POST /_sandbox/delivery               {duplicates, order (per_customer|shuffled|reversed), paused}: webhook delivery
 //	GET  /_sandbox/stats                  API requests, events and webhook deliveries so far
+//
+// Every POST refuses cross-origin browser requests (403): another site's
+// page cannot post a form to the dashboard.
 package sandbox
 
 import (
@@ -53,13 +56,19 @@ func New(cfg Config) *Sandbox {
 	opts.APIKey, opts.WebhookURL, opts.WebhookSecret, opts.Logger = cfg.APIKey, cfg.WebhookURL, cfg.WebhookSecret, cfg.Logger
 	fake := stripefake.New(opts)
 	s := &Sandbox{Fake: fake, mux: http.NewServeMux()}
+	// Any page a developer visits could post a form here and so edit a
+	// customer, and through the webhook a Tandem user: browser requests
+	// from another origin (Sec-Fetch-Site, or an Origin other than the
+	// Host) are refused with a 403. Non-browser clients (curl, the tests)
+	// send neither header and are served.
+	csrf := http.NewCrossOriginProtection().Handler
 	s.mux.HandleFunc("GET /_sandbox/{$}", s.page)
 	s.mux.HandleFunc("GET /_sandbox/customers", s.list)
-	s.mux.HandleFunc("POST /_sandbox/customers", s.create)
-	s.mux.HandleFunc("POST /_sandbox/customers/{id}", s.update)
-	s.mux.HandleFunc("POST /_sandbox/customers/{id}/delete", s.delete)
-	s.mux.HandleFunc("POST /_sandbox/faults", s.faults)
-	s.mux.HandleFunc("POST /_sandbox/delivery", s.delivery)
+	s.mux.Handle("POST /_sandbox/customers", csrf(http.HandlerFunc(s.create)))
+	s.mux.Handle("POST /_sandbox/customers/{id}", csrf(http.HandlerFunc(s.update)))
+	s.mux.Handle("POST /_sandbox/customers/{id}/delete", csrf(http.HandlerFunc(s.delete)))
+	s.mux.Handle("POST /_sandbox/faults", csrf(http.HandlerFunc(s.faults)))
+	s.mux.Handle("POST /_sandbox/delivery", csrf(http.HandlerFunc(s.delivery)))
 	s.mux.HandleFunc("GET /_sandbox/stats", s.stats)
 	s.mux.Handle("/", fake.Handler())
 	return s

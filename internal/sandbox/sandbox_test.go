@@ -175,3 +175,51 @@ func TestControlEndpoints(t *testing.T) {
 	require.Zero(t, stats.Requests["writes"], "dashboard edits are not API requests")
 	require.Equal(t, 2, stats.Requests["total"])
 }
+
+// TestDashboardRefusesCrossSitePosts: any page a developer visits could post
+// a form to the sandbox and so edit a customer, and through the webhook a
+// Tandem user. Browser requests from another origin are refused (403) and
+// change nothing; the dashboard's own page and non-browser clients (curl)
+// still work.
+func TestDashboardRefusesCrossSitePosts(t *testing.T) {
+	t.Parallel()
+	sb := sandbox.New(sandbox.Config{APIKey: "sk_test_x", WebhookURL: "http://127.0.0.1:1/none", WebhookSecret: "whsec_test"})
+	defer sb.Close()
+	sb.Fake.PauseDelivery()
+	srv := httptest.NewServer(sb.Handler())
+	defer srv.Close()
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	post := func(path string, body url.Values, header map[string]string) int {
+		req, _ := http.NewRequest("POST", srv.URL+path, strings.NewReader(body.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusSeeOther, post("/_sandbox/customers", url.Values{"email": {"v@example.com"}, "name": {"Victim"}}, nil))
+	id := sb.Fake.Customers()[0].ID
+
+	for _, h := range []map[string]string{
+		{"Origin": "https://evil.example"},
+		{"Sec-Fetch-Site": "cross-site"},
+		{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+	} {
+		require.Equal(t, http.StatusForbidden, post("/_sandbox/customers/"+id, url.Values{"email": {"attacker@evil.example"}}, h), "%v", h)
+		require.Equal(t, http.StatusForbidden, post("/_sandbox/customers", url.Values{"email": {"x@evil.example"}, "name": {"X"}}, h), "%v", h)
+		require.Equal(t, http.StatusForbidden, post("/_sandbox/customers/"+id+"/delete", nil, h), "%v", h)
+	}
+	c, _ := sb.Fake.Customer(id)
+	require.Equal(t, "v@example.com", c.Email)
+	require.False(t, c.Deleted)
+	require.Len(t, sb.Fake.Customers(), 1)
+
+	// The dashboard's own form (same origin) still edits.
+	require.Equal(t, http.StatusSeeOther, post("/_sandbox/customers/"+id, url.Values{"name": {"Edited"}},
+		map[string]string{"Origin": srv.URL, "Sec-Fetch-Site": "same-origin"}))
+	c, _ = sb.Fake.Customer(id)
+	require.Equal(t, "Edited", c.Name)
+}
