@@ -335,7 +335,23 @@ func holds(cust *stripego.Customer, c integrations.Customer) bool {
 
 // leveledLogger hands stripe-go's messages to slog at debug level: the
 // adapter returns every error it sees, so logging them too would log twice.
+//
+// stripe-go logs whole response bodies ("Response: %s") and Stripe's error
+// answers, which carry customers' emails, names, phones and metadata. Only
+// the messages in safeFormats (method, host and path, timings, retry
+// counts) keep their arguments; every other message is logged with its
+// arguments replaced by [redacted], so personal data never reaches the log
+// at any level.
 type leveledLogger struct{ l *slog.Logger }
+
+// safeFormats are stripe-go v76's format strings whose arguments carry no
+// personal data (a path holds a customer id, not its fields).
+var safeFormats = map[string]bool{
+	"Requesting %v %v%v":                                        true,
+	"Request completed in %v (retry: %v)":                       true,
+	"Not retrying request: %v":                                  true,
+	"Initiating retry %v for request %v %v%v after sleeping %v": true,
+}
 
 func (l leveledLogger) Debugf(format string, v ...any) { l.log(format, v) }
 func (l leveledLogger) Infof(format string, v ...any)  { l.log(format, v) }
@@ -343,10 +359,23 @@ func (l leveledLogger) Warnf(format string, v ...any)  { l.log(format, v) }
 func (l leveledLogger) Errorf(format string, v ...any) { l.log(format, v) }
 
 func (l leveledLogger) log(format string, v []any) {
-	if l.l.Enabled(context.Background(), slog.LevelDebug) {
-		l.l.Debug(fmt.Sprintf(format, v...), "component", "stripe-go")
+	if !l.l.Enabled(context.Background(), slog.LevelDebug) {
+		return
 	}
+	if !safeFormats[format] {
+		masked := make([]any, len(v))
+		for i := range v {
+			masked[i] = redacted{}
+		}
+		v = masked
+	}
+	l.l.Debug(fmt.Sprintf(format, v...), "component", "stripe-go")
 }
+
+// redacted prints as [redacted] whatever the verb.
+type redacted struct{}
+
+func (redacted) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte("[redacted]")) }
 
 func newLimiterMetrics(reg prometheus.Registerer) (limiterMetrics, error) {
 	labels := prometheus.Labels{"provider": Name}
