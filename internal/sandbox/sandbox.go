@@ -32,6 +32,12 @@ import (
 	"github.com/tandem-sync/tandem/internal/fakes/stripefake"
 )
 
+// HistoryLimit is how many API requests, events (also served by
+// /v1/events), idempotency keys and webhook delivery attempts the sandbox
+// remembers by default (each; the oldest are forgotten first), so its
+// memory stays flat under load. Config.Fake's Max* fields override it.
+const HistoryLimit = 5000
+
 // Config configures the sandbox.
 type Config struct {
 	APIKey        string // the secret key the fake accepts (STRIPE_SECRET_KEY of the worker)
@@ -54,6 +60,12 @@ type Sandbox struct {
 func New(cfg Config) *Sandbox {
 	opts := cfg.Fake
 	opts.APIKey, opts.WebhookURL, opts.WebhookSecret, opts.Logger = cfg.APIKey, cfg.WebhookURL, cfg.WebhookSecret, cfg.Logger
+	// A sandbox runs for hours under load: remember a bounded history.
+	for _, bound := range []*int{&opts.MaxRequests, &opts.MaxEvents, &opts.MaxIdempotencyKeys, &opts.MaxDeliveryAttempts} {
+		if *bound <= 0 {
+			*bound = HistoryLimit
+		}
+	}
 	fake := stripefake.New(opts)
 	s := &Sandbox{Fake: fake, mux: http.NewServeMux()}
 	// Any page a developer visits could post a form here and so edit a
@@ -201,20 +213,14 @@ func (s *Sandbox) delivery(w http.ResponseWriter, r *http.Request) {
 // before and after a dashboard edit shows that Tandem does not echo it back.
 func (s *Sandbox) stats(w http.ResponseWriter, r *http.Request) {
 	st := s.Fake.Stats()
-	writes := 0
-	for _, r := range s.Fake.Requests() {
-		if r.Method == http.MethodPost || r.Method == http.MethodDelete {
-			writes++
-		}
-	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"requests": map[string]int{
-			"total": st.Requests, "writes": writes, "customers_created": st.CustomersCreated, "idempotent_replays": st.IdempotentReplays,
+			"total": st.Requests, "writes": st.Writes, "customers_created": st.CustomersCreated, "idempotent_replays": st.IdempotentReplays,
 			"injected_rate_limits": st.InjectedRateLimits, "injected_server_errors": st.InjectedServerErrors,
 			"unauthorized": st.Unauthorized,
 		},
-		"events":     len(s.Fake.Events()),
+		"events":     st.Events,
 		"deliveries": s.Fake.DeliveryStats(),
 	})
 }
