@@ -103,3 +103,21 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 	require.NotContains(t, out, testToken, "a token leaked into the logs")
 	require.Contains(t, out, `"request_id"`)
 }
+
+// TestMigrateOnly: -migrate-only applies the migrations and exits, for a
+// deploy job run before the new release starts; it needs neither tokens
+// nor RabbitMQ, and serves nothing.
+func TestMigrateOnly(t *testing.T) {
+	t.Parallel()
+	dsn := testutil.NewDatabase(t)
+	var logs syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := run(ctx, []string{"-migrate-only"}, []string{"TANDEM_CONFIG=", "TANDEM_MYSQL_DSN=" + dsn,
+		"TANDEM_AMQP_URL=amqp://guest:guest@127.0.0.1:1/", "TANDEM_API_ADDR=" + freeAddr(t)}, &logs)
+	require.NoError(t, err, "%s", &logs)
+	require.Contains(t, logs.String(), `"msg":"schema migrated"`)
+	require.NotContains(t, logs.String(), `"msg":"listening"`)
+	require.EqualValues(t, 0, testutil.QueryInt(t, dsn, "SELECT dirty FROM schema_migrations"))
+	require.GreaterOrEqual(t, testutil.QueryInt(t, dsn, "SELECT version FROM schema_migrations"), int64(4))
+}

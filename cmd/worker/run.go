@@ -55,7 +55,7 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	p = integrations.Wrap(p, measure)
 
 	if *migrate {
-		if err := store.Migrate(ctx, cfg.MySQLDSN); err != nil {
+		if err := store.MigrateWith(ctx, cfg.MySQLDSN, store.MigrateOptions{Logger: log}); err != nil {
 			return err
 		}
 	}
