@@ -51,6 +51,9 @@ func TestDebugLogsCarryNoPersonalData(t *testing.T) {
 	c.Email, c.Version = "not-an-email-privately", 2
 	_, err = a.Upsert(ctx, c, integrations.Link{RemoteID: res.RemoteID, MetadataKeys: []string{"plan"}})
 	require.Error(t, err, "the fake refuses a malformed email")
+	// The error is logged by the worker and kept as the link's last_error.
+	require.Contains(t, err.Error(), "Invalid email address")
+	require.NotContains(t, err.Error(), "not-an-email-privately")
 
 	out := logs.String()
 	require.Contains(t, out, "stripe-go", "stripe-go's request lines are still logged")

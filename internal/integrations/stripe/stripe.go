@@ -271,7 +271,7 @@ func (a *Adapter) update(ctx context.Context, c integrations.Customer, id string
 		}
 		return nil
 	default:
-		return fmt.Errorf("stripe: updating customer %s for user %s: %w", id, c.UserID, err)
+		return fmt.Errorf("stripe: updating customer %s for user %s: %w", id, c.UserID, maskPersonal(err, personalValues(c)...))
 	}
 
 	stale := staleKeys(c, cust.Metadata)
@@ -289,6 +289,16 @@ func (a *Adapter) update(ctx context.Context, c integrations.Customer, id string
 		return fmt.Errorf("stripe: removing metadata keys %q of customer %s for user %s: %w", stale, id, c.UserID, err)
 	}
 	return nil
+}
+
+// personalValues are the values of c that Stripe's error messages may
+// quote back.
+func personalValues(c integrations.Customer) []string {
+	out := []string{c.Email, c.Name, c.Phone}
+	for _, v := range c.Metadata {
+		out = append(out, v)
+	}
+	return out
 }
 
 // get reads customer id; a deleted customer is integrations.ErrNotFound.
