@@ -31,7 +31,7 @@ import (
 
 // Secrets of a test system; none of them is real.
 const (
-	apiToken      = "e2e-token"
+	apiToken      = "e2e-token-0123456789"
 	stripeKey     = "sk_test_e2e"
 	webhookSecret = "whsec_e2e_only"
 	// sfWebhookToken is the ?token= of the Salesforce Outbound Message

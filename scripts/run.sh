@@ -10,29 +10,48 @@
 # setting of configs/tandem.yaml can be overridden from the environment;
 # besides those, TANDEM_SANDBOX_ADDR moves the sandbox (default
 # 127.0.0.1:12111) and workers listen on consecutive ports from
-# TANDEM_WORKER_ADDR (default :8082).
+# TANDEM_WORKER_ADDR.
+#
+# For development only, and only here: every process listens on 127.0.0.1
+# unless its TANDEM_*_ADDR says otherwise (127.0.0.1:8080, :8081, :8082);
+# with neither TANDEM_API_TOKENS nor TANDEM_CONFIG set the api accepts the
+# development token dev-token-local-only; in sandbox mode the webhook and
+# the sandbox share the published secret whsec_sandbox_local_only unless
+# STRIPE_WEBHOOK_SECRET is set. A value the operator set is never replaced.
+#
+# TANDEM_RUN_DRY=1 prints what each process would get and starts nothing
+# (secrets the operator set are shown as "(yours)").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf 'run: %s\n' "$*"; }
 die() { printf 'run: %s\n' "$*" >&2; exit 1; }
 
-for b in api webhook worker sandbox; do
-  [ -x "bin/$b" ] || die "bin/$b is missing: run 'make build' (or 'make run')"
-done
+dry=${TANDEM_RUN_DRY:-}
+dev_token=dev-token-local-only
+sandbox_secret=whsec_sandbox_local_only
+
+if [ -z "$dry" ]; then
+  for b in api webhook worker sandbox; do
+    [ -x "bin/$b" ] || die "bin/$b is missing: run 'make build' (or 'make run')"
+  done
+fi
 
 port_of() { # host:port or :port -> port
   printf '%s' "${1##*:}"
 }
 
-api_addr=${TANDEM_API_ADDR:-:8080}
-webhook_addr=${TANDEM_WEBHOOK_ADDR:-:8081}
-worker_addr=${TANDEM_WORKER_ADDR:-:8082}
+api_addr=${TANDEM_API_ADDR:-127.0.0.1:8080}
+webhook_addr=${TANDEM_WEBHOOK_ADDR:-127.0.0.1:8081}
+worker_addr=${TANDEM_WORKER_ADDR:-127.0.0.1:8082}
 api_port=$(port_of "$api_addr")
 webhook_port=$(port_of "$webhook_addr")
 worker_port=$(port_of "$worker_addr")
 worker_host=${worker_addr%:*}
 export TANDEM_API_ADDR=$api_addr TANDEM_WEBHOOK_ADDR=$webhook_addr
+if [ -z "${TANDEM_API_TOKENS:-}" ] && [ -z "${TANDEM_CONFIG:-}" ]; then
+  export TANDEM_API_TOKENS=$dev_token
+fi
 
 IFS=',' read -r -a providers <<<"${TANDEM_PROVIDERS:-stripe}"
 clean=()
@@ -54,17 +73,42 @@ if [ -n "$stripe" ]; then
     export TANDEM_SANDBOX_ADDR=$sandbox
     export STRIPE_SECRET_KEY=sk_test_sandbox
     export STRIPE_API_BASE="http://$sandbox"
-    export STRIPE_WEBHOOK_SECRET=whsec_sandbox_local_only
+    export STRIPE_WEBHOOK_SECRET=${STRIPE_WEBHOOK_SECRET:-$sandbox_secret}
     export TANDEM_SANDBOX_WEBHOOK_URL="http://127.0.0.1:$webhook_port/webhook/stripe"
   elif [ -z "${STRIPE_WEBHOOK_SECRET:-}" ]; then
     die "STRIPE_SECRET_KEY is set, so Stripe itself is used: set STRIPE_WEBHOOK_SECRET too (the endpoint's signing secret, whsec_…; 'stripe listen --forward-to localhost:$webhook_port/webhook/stripe' prints one)"
   fi
 fi
 
+# shown: a value for the dry run: itself when run.sh chose it (or it is not a
+# secret), "(yours)" for a secret the operator set, "(unset)".
+shown() { # name
+  local v=${!1:-}
+  case "$1" in
+    TANDEM_API_TOKENS|STRIPE_WEBHOOK_SECRET|STRIPE_SECRET_KEY)
+      case "$v" in
+        ''|"$dev_token"|"$sandbox_secret"|sk_test_sandbox) ;;
+        *) v='(yours)' ;;
+      esac ;;
+  esac
+  printf '%s' "${v:-(unset)}"
+}
+
 pids=()
 names=()
 start() { # name command...
   local name=$1; shift
+  if [ -n "$dry" ]; then
+    local k line="$name:"
+    for k in TANDEM_API_ADDR TANDEM_WEBHOOK_ADDR TANDEM_WORKER_ADDR TANDEM_SANDBOX_ADDR TANDEM_API_TOKENS \
+      STRIPE_SECRET_KEY STRIPE_WEBHOOK_SECRET STRIPE_API_BASE; do
+      line+=" $k=$(shown "$k")"
+    done
+    printf '%s\n' "$line"
+    pids+=(0)
+    names+=("$name")
+    return
+  fi
   # The log filter ignores SIGINT, so a Ctrl-C in the terminal (which
   # reaches the whole process group) does not cut the processes' last lines.
   ( exec "$@" ) > >(trap '' INT; exec sed -u "s/^/[$name] /") 2>&1 &
@@ -94,6 +138,7 @@ trap 'stop 0' INT TERM
 
 # wait_up name url seconds: poll url until it answers 200 or the process dies.
 wait_up() {
+  [ -n "$dry" ] && return 0
   local name=$1 url=$2 secs=$3 i pid=${pids[-1]}
   for ((i = 0; i < secs * 10; i++)); do
     curl -fs -o /dev/null --max-time 1 "$url" && return 0
@@ -134,9 +179,15 @@ for i in "${!providers[@]}"; do
   worker_urls+=("worker-$p $(local_url "$addr")/metrics")
 done
 
+[ -n "$dry" ] && exit 0
+
 api_url=$(local_url "$api_addr")
 printf '\n'
-log "API        $api_url/v1/users   (Authorization: Bearer dev-token, unless TANDEM_API_TOKENS says otherwise)"
+if [ "${TANDEM_API_TOKENS:-}" = "$dev_token" ]; then
+  log "API        $api_url/v1/users   (Authorization: Bearer $dev_token, the development token)"
+else
+  log "API        $api_url/v1/users   (Authorization: Bearer <a token of TANDEM_API_TOKENS>)"
+fi
 log "webhook    $(local_url "$webhook_addr")/webhook/<provider>"
 for w in "${worker_urls[@]}"; do log "${w%% *}   ${w#* }"; done
 if [ -n "$sandbox" ]; then

@@ -24,6 +24,8 @@ import (
 func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("api", flag.ContinueOnError)
 	migrate := fs.Bool("migrate", true, "apply pending schema migrations at start")
+	migrateOnly := fs.Bool("migrate-only", false, "apply pending schema migrations and exit (for a deploy job that runs before the new release starts)")
+	allowCopy := fs.Bool("migrate-allow-copy", false, "let a migration that copies a large table run, blocking writes to it meanwhile")
 	runRelay := fs.Bool("relay", true, "run the outbox relay in this process")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -32,14 +34,22 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	log := ops.NewLogger(stdout, cfg.LogLevel).With("process", "api")
+	if *migrateOnly {
+		// A deploy job: no tokens, no broker, no listening.
+		if err := store.MigrateWith(ctx, cfg.MySQLDSN, store.MigrateOptions{Logger: log, AllowCopy: *allowCopy}); err != nil {
+			return err
+		}
+		log.Info("schema migrated")
+		return nil
+	}
 	if err := cfg.RequireAPITokens(); err != nil {
 		return err
 	}
-	log := ops.NewLogger(stdout, cfg.LogLevel).With("process", "api")
 	reg := ops.NewRegistry()
 
 	if *migrate {
-		if err := store.Migrate(ctx, cfg.MySQLDSN); err != nil {
+		if err := store.MigrateWith(ctx, cfg.MySQLDSN, store.MigrateOptions{Logger: log, AllowCopy: *allowCopy}); err != nil {
 			return err
 		}
 		log.Info("schema migrated")

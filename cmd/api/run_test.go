@@ -33,6 +33,9 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// testToken is long enough for config.MinAPITokenLen.
+const testToken = "run-test-token-0123456789"
+
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -43,6 +46,11 @@ func freeAddr(t *testing.T) string {
 func TestRunRefusesMissingTokens(t *testing.T) {
 	t.Parallel()
 	err := run(context.Background(), nil, []string{"TANDEM_CONFIG=", "TANDEM_MYSQL_DSN=" + testutil.NewDatabase(t)}, &syncBuffer{})
+	require.EqualError(t, err, "config: TANDEM_API_TOKENS is required (comma-separated bearer tokens)")
+	err = run(context.Background(), nil, []string{"TANDEM_CONFIG=", "TANDEM_API_TOKENS=dev-token"}, &syncBuffer{})
+	require.ErrorContains(t, err, "TANDEM_API_TOKENS: token 1 of 1 is 9 characters long: want at least 16 characters")
+	// The shipped file sets no token either.
+	err = run(context.Background(), nil, []string{"TANDEM_CONFIG=../../configs/tandem.yaml"}, &syncBuffer{})
 	require.EqualError(t, err, "config: TANDEM_API_TOKENS is required (comma-separated bearer tokens)")
 	err = run(context.Background(), nil, []string{"TANDEM_CONFIG=", "TANDEM_API_TOKENS=x", "TANDEM_MAX_ATTEMPTS=-1"}, &syncBuffer{})
 	require.ErrorContains(t, err, "TANDEM_MAX_ATTEMPTS")
@@ -60,7 +68,7 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 	addrs := []string{freeAddr(t), freeAddr(t)}
 	errs := make(chan error, 2)
 	for _, addr := range addrs {
-		env := []string{"TANDEM_CONFIG=", "TANDEM_API_TOKENS=tok", "TANDEM_MYSQL_DSN=" + dsn, "TANDEM_API_ADDR=" + addr,
+		env := []string{"TANDEM_CONFIG=", "TANDEM_API_TOKENS=" + testToken, "TANDEM_MYSQL_DSN=" + dsn, "TANDEM_API_ADDR=" + addr,
 			"TANDEM_AMQP_URL=" + testutil.NewVhost(t), "TANDEM_SHUTDOWN_TIMEOUT=10s"}
 		go func() { errs <- run(ctx, nil, env, &logs) }()
 	}
@@ -75,7 +83,7 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 		}, 30*time.Second, 20*time.Millisecond, "api at %s never became ready; logs:\n%s", addr, &logs)
 	}
 	req, _ := http.NewRequest("POST", "http://"+addrs[0]+"/v1/users", strings.NewReader(`{"email":"run@example.com","name":"Run"}`))
-	req.Header.Set("Authorization", "Bearer tok")
+	req.Header.Set("Authorization", "Bearer "+testToken)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()
@@ -92,6 +100,24 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 	}
 	out := logs.String()
 	require.Contains(t, out, `"msg":"stopped"`)
-	require.NotContains(t, out, "tok\"", "a token leaked into the logs")
+	require.NotContains(t, out, testToken, "a token leaked into the logs")
 	require.Contains(t, out, `"request_id"`)
+}
+
+// TestMigrateOnly: -migrate-only applies the migrations and exits, for a
+// deploy job run before the new release starts; it needs neither tokens
+// nor RabbitMQ, and serves nothing.
+func TestMigrateOnly(t *testing.T) {
+	t.Parallel()
+	dsn := testutil.NewDatabase(t)
+	var logs syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := run(ctx, []string{"-migrate-only"}, []string{"TANDEM_CONFIG=", "TANDEM_MYSQL_DSN=" + dsn,
+		"TANDEM_AMQP_URL=amqp://guest:guest@127.0.0.1:1/", "TANDEM_API_ADDR=" + freeAddr(t)}, &logs)
+	require.NoError(t, err, "%s", &logs)
+	require.Contains(t, logs.String(), `"msg":"schema migrated"`)
+	require.NotContains(t, logs.String(), `"msg":"listening"`)
+	require.EqualValues(t, 0, testutil.QueryInt(t, dsn, "SELECT dirty FROM schema_migrations"))
+	require.GreaterOrEqual(t, testutil.QueryInt(t, dsn, "SELECT version FROM schema_migrations"), int64(4))
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
+	"net"
 
 	"github.com/gofiber/fiber/v2"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -54,7 +56,7 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	p = integrations.Wrap(p, measure)
 
 	if *migrate {
-		if err := store.Migrate(ctx, cfg.MySQLDSN); err != nil {
+		if err := store.MigrateWith(ctx, cfg.MySQLDSN, store.MigrateOptions{Logger: log}); err != nil {
 			return err
 		}
 	}
@@ -89,10 +91,29 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	app.Use(ops.Middleware(log, ops.NewHTTPMetrics(reg)))
 	ops.Mount(app, reg, ops.Check{Name: "mysql", Fn: st.Ping}, ops.Check{Name: "rabbitmq", Fn: conn.Healthy})
 
+	// Bind before consuming: a worker without its health, readiness and
+	// metrics endpoints must not run (a probe would reach whatever holds
+	// the port), so a taken address stops it as it stops the api.
+	ln, err := net.Listen("tcp", cfg.WorkerAddr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.WorkerAddr, err)
+	}
+	// If serving stops on its own, stop consuming too, and the other way
+	// round.
+	workCtx, stopWork := context.WithCancel(ctx)
+	defer stopWork()
 	served := make(chan error, 1)
-	go func() { served <- ops.Serve(ctx, app, cfg.WorkerAddr, cfg.Shutdown) }()
-	log.Info("started", "addr", cfg.WorkerAddr, "queue", broker.WorkQueue(name))
-	runErr := w.Run(ctx)
+	go func() {
+		err := ops.ServeListener(workCtx, app, ln, cfg.Shutdown)
+		if workCtx.Err() == nil {
+			log.Error("health and metrics server stopped; stopping the worker", "error", fmt.Sprint(err))
+			stopWork()
+		}
+		served <- err
+	}()
+	log.Info("started", "addr", ln.Addr().String(), "queue", broker.WorkQueue(name))
+	runErr := w.Run(workCtx)
+	stopWork()
 	serveErr := <-served
 	log.Info("stopped")
 	return errors.Join(runErr, serveErr)

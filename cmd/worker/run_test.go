@@ -188,3 +188,29 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 	require.Contains(t, out.String(), `"msg":"stopped"`)
 	require.NotContains(t, out.String(), stripefake.DefaultAPIKey, "the secret key leaked into the logs")
 }
+
+// TestWorkerExitsWhenItsAddressIsTaken: a worker that cannot bind
+// TANDEM_WORKER_ADDR serves no health, readiness or metrics, so it must not
+// consume either: run returns the bind error (as the api and webhook do).
+func TestWorkerExitsWhenItsAddressIsTaken(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer held.Close()
+	logs := &lockedBuffer{}
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(context.Background(), []string{"-provider", "stripe"}, []string{"TANDEM_CONFIG=",
+			"TANDEM_MYSQL_DSN=" + s.dsn, "TANDEM_AMQP_URL=" + s.amqp, "TANDEM_WORKER_ADDR=" + held.Addr().String(),
+			"STRIPE_SECRET_KEY=" + stripefake.DefaultAPIKey, "STRIPE_API_BASE=" + s.fake.URL()}, logs)
+	}()
+	select {
+	case err := <-errc:
+		require.ErrorContains(t, err, "listening on "+held.Addr().String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the worker kept running without its address; logs:\n%s", logs)
+	}
+	require.NotContains(t, logs.String(), `"msg":"started"`)
+	require.NotContains(t, logs.String(), `"msg":"consuming"`)
+}

@@ -68,7 +68,7 @@ func Processes(ctx context.Context, o ProcessesOptions) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	const token, key, secret = "bench-token", "sk_test_bench", "whsec_bench_only"
+	const token, key, secret = "bench-token-0123456789", "sk_test_bench", "whsec_bench_only"
 	sb := sandbox.New(sandbox.Config{APIKey: key, WebhookURL: "http://" + webhookAddr + "/webhook/stripe",
 		WebhookSecret: secret, Logger: discard})
 	defer sb.Close()

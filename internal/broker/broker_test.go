@@ -373,3 +373,19 @@ func TestConcurrentPublishesAreAllConfirmed(t *testing.T) {
 	}
 	require.Equal(t, goroutines*batches*size, messages(t, channel(t, vhost), "tandem.sync.stripe"))
 }
+
+// TestDialBadURLDoesNotPrintItsPassword: the error for a malformed
+// TANDEM_AMQP_URL (here an unescaped "%" in the password) names the
+// variable and shows the URL without the password.
+func TestDialBadURLDoesNotPrintItsPassword(t *testing.T) {
+	t.Parallel()
+	for _, bad := range []string{
+		"amqp://guest:pa%zzs3cret@127.0.0.1:5672/",
+		"amqp://guest:s3cret@127.0.0.1:notaport/",
+		"amqp://guest:s3cret@127.0.0.1:5672/ x",
+	} {
+		_, err := broker.Dial(context.Background(), bad, nil, broker.Options{})
+		require.ErrorContains(t, err, "TANDEM_AMQP_URL", bad)
+		require.NotContains(t, err.Error(), "s3cret", bad)
+	}
+}

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	neturl "net/url"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/tandem-sync/tandem/internal/config"
 )
 
 // ErrNotConnected is returned (wrapped, with the last connection error when
@@ -31,8 +34,10 @@ type Options struct {
 	// connection label of the metrics (default "tandem").
 	Name string
 	// MinBackoff and MaxBackoff bound the delay between connection attempts
-	// (defaults 100ms and 15s); the delay doubles after each failure, with
-	// jitter. A topology mismatch waits MaxBackoff at once.
+	// (defaults 100ms and 2s); the delay doubles after each failure, with
+	// jitter (a random half of it), so after an outage of any length the
+	// broker is found again within MaxBackoff without replicas reconnecting
+	// in lockstep. A topology mismatch waits MaxBackoff at once.
 	MinBackoff, MaxBackoff time.Duration
 	// DialTimeout bounds the TCP connect and the AMQP handshake (default 10s).
 	DialTimeout time.Duration
@@ -52,7 +57,7 @@ func (o *Options) setDefaults() {
 		o.MinBackoff = 100 * time.Millisecond
 	}
 	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = 15 * time.Second
+		o.MaxBackoff = 2 * time.Second
 	}
 	if o.MaxBackoff < o.MinBackoff {
 		o.MaxBackoff = o.MinBackoff
@@ -105,7 +110,7 @@ type Conn struct {
 func Dial(ctx context.Context, url string, logger *slog.Logger, opts Options) (*Conn, error) {
 	uri, err := amqp.ParseURI(url)
 	if err != nil {
-		return nil, fmt.Errorf("broker: TANDEM_AMQP_URL: %w", err)
+		return nil, fmt.Errorf("broker: TANDEM_AMQP_URL %q: %s", config.RedactURL(url), uriProblem(err))
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -154,6 +159,21 @@ func Dial(ctx context.Context, url string, logger *slog.Logger, opts Options) (*
 	case <-ctx.Done():
 	}
 	return c, nil
+}
+
+// uriProblem describes why amqp.ParseURI refused a URL without quoting
+// it: net/url's errors carry the whole URL, password included, and an
+// escape error a piece of the password.
+func uriProblem(err error) string {
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		return "not a valid URL (percent-encode reserved characters such as : @ / ? # % in the user name and password)"
+	}
+	var ne *strconv.NumError
+	if errors.As(err, &ne) {
+		return "the port is not a number"
+	}
+	return err.Error()
 }
 
 // registerCollector registers col, or returns the collector already

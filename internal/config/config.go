@@ -186,11 +186,22 @@ func (c *Config) RequireProvider(flag string, known []string) (string, error) {
 	return "", fmt.Errorf("config: TANDEM_PROVIDER %q: unknown provider (known: %s)", p, strings.Join(known, ", "))
 }
 
+// MinAPITokenLen is the shortest bearer token TANDEM_API_TOKENS may hold:
+// a guessable token (the published dev-token) is refused.
+const MinAPITokenLen = 16
+
 // RequireAPITokens reports a missing TANDEM_API_TOKENS (the api cannot start
-// without one).
+// without one) or a token shorter than MinAPITokenLen, naming its position
+// in the list but never the token.
 func (c *Config) RequireAPITokens() error {
 	if len(c.APITokens) == 0 {
 		return errors.New("config: TANDEM_API_TOKENS is required (comma-separated bearer tokens)")
+	}
+	for i, t := range c.APITokens {
+		if len(t) < MinAPITokenLen {
+			return fmt.Errorf("config: TANDEM_API_TOKENS: token %d of %d is %d characters long: want at least %d characters (e.g. openssl rand -hex 24)",
+				i+1, len(c.APITokens), len(t), MinAPITokenLen)
+		}
 	}
 	return nil
 }

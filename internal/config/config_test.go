@@ -24,14 +24,14 @@ func TestShippedFileLoads(t *testing.T) {
 	t.Parallel()
 	c, err := config.Load([]string{"TANDEM_CONFIG=../../configs/tandem.yaml"}, providers)
 	require.NoError(t, err)
-	require.Equal(t, []string{"dev-token"}, c.APITokens)
+	require.Empty(t, c.APITokens, "the shipped file makes no token valid: make run sets a development one")
+	require.ErrorContains(t, c.RequireAPITokens(), "TANDEM_API_TOKENS is required")
 	require.Equal(t, []string{"stripe"}, c.Providers)
 	require.Equal(t, 10, c.MaxAttempts)
 	require.Equal(t, ":8080", c.APIAddr)
 	require.Equal(t, 500*time.Millisecond, c.Relay.PollInterval)
 	require.Equal(t, []time.Duration{time.Second, 10 * time.Second, time.Minute, 10 * time.Minute}, c.RetryTiers)
 	require.Equal(t, "25", c.ProviderSettings("stripe").String("rate_limit"))
-	require.NoError(t, c.RequireAPITokens())
 }
 
 func TestEnvironmentOverridesFile(t *testing.T) {
@@ -86,4 +86,24 @@ func TestErrorsNameTheVariable(t *testing.T) {
 	require.NoError(t, err)
 	_, err = config.NewSettings("stripe", map[string]string{"rate_limit": "fast"}).Float("rate_limit", 1)
 	require.EqualError(t, err, `config: STRIPE_RATE_LIMIT "fast": want a non-negative number`)
+}
+
+// TestAPITokensMustBeLongEnough: a token shorter than MinAPITokenLen (such
+// as the published dev-token) stops the api, naming the variable but not
+// printing the token.
+func TestAPITokensMustBeLongEnough(t *testing.T) {
+	t.Parallel()
+	for _, bad := range []string{"dev-token", "tok", "a-good-long-enough-token,short1"} {
+		c, err := config.Load([]string{"TANDEM_CONFIG=", "TANDEM_API_TOKENS=" + bad}, providers)
+		require.NoError(t, err)
+		err = c.RequireAPITokens()
+		require.ErrorContains(t, err, "TANDEM_API_TOKENS", bad)
+		require.ErrorContains(t, err, "at least 16 characters", bad)
+		require.NotContains(t, err.Error(), "short1")
+		require.NotContains(t, err.Error(), "dev-token")
+	}
+	c, err := config.Load([]string{"TANDEM_CONFIG=", "TANDEM_API_TOKENS=a-good-long-enough-token, another-good-token-1"}, providers)
+	require.NoError(t, err)
+	require.NoError(t, c.RequireAPITokens())
+	require.Equal(t, []string{"a-good-long-enough-token", "another-good-token-1"}, c.APITokens)
 }

@@ -49,7 +49,8 @@ type Check struct {
 }
 
 // Mount adds GET /healthz (the process is alive), GET /readyz (each check's
-// state; 503 when a check that is not Soft fails) and GET /metrics.
+// state, "ok" or "unavailable", the error itself logged; 503 when a check
+// that is not Soft fails) and GET /metrics.
 func Mount(app *fiber.App, reg *prometheus.Registry, checks ...Check) {
 	app.Get("/healthz", func(c *fiber.Ctx) error {
 		return c.JSON(fiber.Map{"status": "ok"})
@@ -64,7 +65,11 @@ func Mount(app *fiber.App, reg *prometheus.Registry, checks ...Check) {
 				if !ch.Soft {
 					status = fiber.StatusServiceUnavailable
 				}
-				out[ch.Name] = err.Error()
+				// Anyone may call /readyz: the cause (addresses, user
+				// names, driver messages) goes to the log only.
+				out[ch.Name] = "unavailable"
+				Logger(c.UserContext(), slog.Default()).Warn("readiness check failed",
+					"check", ch.Name, "soft", ch.Soft, "error", err.Error())
 			} else {
 				out[ch.Name] = "ok"
 			}

@@ -54,7 +54,7 @@ func TestServeFinishesInFlightRequestsOnShutdown(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	require.Equal(t, 503, resp.StatusCode)
-	require.JSONEq(t, `{"db":"down"}`, string(body))
+	require.JSONEq(t, `{"db":"unavailable"}`, string(body))
 
 	got := make(chan string, 1)
 	go func() {
@@ -82,4 +82,31 @@ func TestServeFinishesInFlightRequestsOnShutdown(t *testing.T) {
 	require.Equal(t, "done", <-got)
 	require.NoError(t, <-served)
 	require.True(t, strings.Contains(logs.String(), `"route":"/slow"`), logs.String())
+}
+
+// TestReadyzKeepsErrorDetailsInTheLogs: /readyz needs no token, so it says
+// which dependency is down and nothing more; the error itself (addresses,
+// user names, driver messages) goes to the log with the request id.
+func TestReadyzKeepsErrorDetailsInTheLogs(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app.Use(ops.Middleware(log, nil))
+	detail := "dial tcp 10.1.2.3:3306: Access denied for user 'tandem_prod'@'10.1.2.4'"
+	ops.Mount(app, ops.NewRegistry(),
+		ops.Check{Name: "mysql", Fn: func(context.Context) error { return errors.New(detail) }},
+		ops.Check{Name: "rabbitmq", Fn: func(context.Context) error { return nil }})
+	resp, err := app.Test(httptestRequest("/readyz"))
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	require.Equal(t, 503, resp.StatusCode)
+	require.JSONEq(t, `{"mysql":"unavailable","rabbitmq":"ok"}`, string(body))
+	require.Contains(t, logs.String(), "Access denied for user 'tandem_prod'")
+	require.Contains(t, logs.String(), `"check":"mysql"`)
+}
+
+func httptestRequest(path string) *http.Request {
+	req, _ := http.NewRequest("GET", path, nil)
+	return req
 }

@@ -14,6 +14,9 @@
 //	POST /_sandbox/faults                 {rate_limit_ratio, server_error_ratio, latency}: API faults ({} turns them off)
 //	POST /_sandbox/delivery               {duplicates, order (per_customer|shuffled|reversed), paused}: webhook delivery
 //	GET  /_sandbox/stats                  API requests, events and webhook deliveries so far
+//
+// Every POST refuses cross-origin browser requests (403): another site's
+// page cannot post a form to the dashboard.
 package sandbox
 
 import (
@@ -28,6 +31,12 @@ import (
 
 	"github.com/tandem-sync/tandem/internal/fakes/stripefake"
 )
+
+// HistoryLimit is how many API requests, events (also served by
+// /v1/events), idempotency keys and webhook delivery attempts the sandbox
+// remembers by default (each; the oldest are forgotten first), so its
+// memory stays flat under load. Config.Fake's Max* fields override it.
+const HistoryLimit = 5000
 
 // Config configures the sandbox.
 type Config struct {
@@ -51,15 +60,27 @@ type Sandbox struct {
 func New(cfg Config) *Sandbox {
 	opts := cfg.Fake
 	opts.APIKey, opts.WebhookURL, opts.WebhookSecret, opts.Logger = cfg.APIKey, cfg.WebhookURL, cfg.WebhookSecret, cfg.Logger
+	// A sandbox runs for hours under load: remember a bounded history.
+	for _, bound := range []*int{&opts.MaxRequests, &opts.MaxEvents, &opts.MaxIdempotencyKeys, &opts.MaxDeliveryAttempts} {
+		if *bound <= 0 {
+			*bound = HistoryLimit
+		}
+	}
 	fake := stripefake.New(opts)
 	s := &Sandbox{Fake: fake, mux: http.NewServeMux()}
+	// Any page a developer visits could post a form here and so edit a
+	// customer, and through the webhook a Tandem user: browser requests
+	// from another origin (Sec-Fetch-Site, or an Origin other than the
+	// Host) are refused with a 403. Non-browser clients (curl, the tests)
+	// send neither header and are served.
+	csrf := http.NewCrossOriginProtection().Handler
 	s.mux.HandleFunc("GET /_sandbox/{$}", s.page)
 	s.mux.HandleFunc("GET /_sandbox/customers", s.list)
-	s.mux.HandleFunc("POST /_sandbox/customers", s.create)
-	s.mux.HandleFunc("POST /_sandbox/customers/{id}", s.update)
-	s.mux.HandleFunc("POST /_sandbox/customers/{id}/delete", s.delete)
-	s.mux.HandleFunc("POST /_sandbox/faults", s.faults)
-	s.mux.HandleFunc("POST /_sandbox/delivery", s.delivery)
+	s.mux.Handle("POST /_sandbox/customers", csrf(http.HandlerFunc(s.create)))
+	s.mux.Handle("POST /_sandbox/customers/{id}", csrf(http.HandlerFunc(s.update)))
+	s.mux.Handle("POST /_sandbox/customers/{id}/delete", csrf(http.HandlerFunc(s.delete)))
+	s.mux.Handle("POST /_sandbox/faults", csrf(http.HandlerFunc(s.faults)))
+	s.mux.Handle("POST /_sandbox/delivery", csrf(http.HandlerFunc(s.delivery)))
 	s.mux.HandleFunc("GET /_sandbox/stats", s.stats)
 	s.mux.Handle("/", fake.Handler())
 	return s
@@ -192,20 +213,14 @@ func (s *Sandbox) delivery(w http.ResponseWriter, r *http.Request) {
 // before and after a dashboard edit shows that Tandem does not echo it back.
 func (s *Sandbox) stats(w http.ResponseWriter, r *http.Request) {
 	st := s.Fake.Stats()
-	writes := 0
-	for _, r := range s.Fake.Requests() {
-		if r.Method == http.MethodPost || r.Method == http.MethodDelete {
-			writes++
-		}
-	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"requests": map[string]int{
-			"total": st.Requests, "writes": writes, "customers_created": st.CustomersCreated, "idempotent_replays": st.IdempotentReplays,
+			"total": st.Requests, "writes": st.Writes, "customers_created": st.CustomersCreated, "idempotent_replays": st.IdempotentReplays,
 			"injected_rate_limits": st.InjectedRateLimits, "injected_server_errors": st.InjectedServerErrors,
 			"unauthorized": st.Unauthorized,
 		},
-		"events":     len(s.Fake.Events()),
+		"events":     st.Events,
 		"deliveries": s.Fake.DeliveryStats(),
 	})
 }

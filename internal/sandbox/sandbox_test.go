@@ -3,6 +3,7 @@ package sandbox_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -174,4 +175,93 @@ func TestControlEndpoints(t *testing.T) {
 	require.Equal(t, 1, stats.Requests["injected_rate_limits"])
 	require.Zero(t, stats.Requests["writes"], "dashboard edits are not API requests")
 	require.Equal(t, 2, stats.Requests["total"])
+}
+
+// TestDashboardRefusesCrossSitePosts: any page a developer visits could post
+// a form to the sandbox and so edit a customer, and through the webhook a
+// Tandem user. Browser requests from another origin are refused (403) and
+// change nothing; the dashboard's own page and non-browser clients (curl)
+// still work.
+func TestDashboardRefusesCrossSitePosts(t *testing.T) {
+	t.Parallel()
+	sb := sandbox.New(sandbox.Config{APIKey: "sk_test_x", WebhookURL: "http://127.0.0.1:1/none", WebhookSecret: "whsec_test"})
+	defer sb.Close()
+	sb.Fake.PauseDelivery()
+	srv := httptest.NewServer(sb.Handler())
+	defer srv.Close()
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	post := func(path string, body url.Values, header map[string]string) int {
+		req, _ := http.NewRequest("POST", srv.URL+path, strings.NewReader(body.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusSeeOther, post("/_sandbox/customers", url.Values{"email": {"v@example.com"}, "name": {"Victim"}}, nil))
+	id := sb.Fake.Customers()[0].ID
+
+	for _, h := range []map[string]string{
+		{"Origin": "https://evil.example"},
+		{"Sec-Fetch-Site": "cross-site"},
+		{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+	} {
+		require.Equal(t, http.StatusForbidden, post("/_sandbox/customers/"+id, url.Values{"email": {"attacker@evil.example"}}, h), "%v", h)
+		require.Equal(t, http.StatusForbidden, post("/_sandbox/customers", url.Values{"email": {"x@evil.example"}, "name": {"X"}}, h), "%v", h)
+		require.Equal(t, http.StatusForbidden, post("/_sandbox/customers/"+id+"/delete", nil, h), "%v", h)
+	}
+	c, _ := sb.Fake.Customer(id)
+	require.Equal(t, "v@example.com", c.Email)
+	require.False(t, c.Deleted)
+	require.Len(t, sb.Fake.Customers(), 1)
+
+	// The dashboard's own form (same origin) still edits.
+	require.Equal(t, http.StatusSeeOther, post("/_sandbox/customers/"+id, url.Values{"name": {"Edited"}},
+		map[string]string{"Origin": srv.URL, "Sec-Fetch-Site": "same-origin"}))
+	c, _ = sb.Fake.Customer(id)
+	require.Equal(t, "Edited", c.Name)
+}
+
+// TestHistoryIsBounded: under load the sandbox forgets its oldest requests,
+// events, idempotency keys and delivery attempts instead of keeping them all
+// (17 → 385 MB in five minutes of load), while its counters keep counting.
+func TestHistoryIsBounded(t *testing.T) {
+	t.Parallel()
+	const bound = 5000 // sandbox.HistoryLimit
+	sb := sandbox.New(sandbox.Config{APIKey: "sk_test_x"})
+	defer sb.Close()
+	h := sb.Handler()
+	n := bound + bound/2
+	for i := range n {
+		req := httptest.NewRequest("POST", "/v1/customers", strings.NewReader(url.Values{"email": {fmt.Sprintf("u%d@example.com", i)}}.Encode()))
+		req.Header.Set("Authorization", "Bearer sk_test_x")
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Idempotency-Key", fmt.Sprintf("key-%d", i))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		require.Equal(t, 200, rec.Code, rec.Body.String())
+	}
+	require.LessOrEqual(t, len(sb.Fake.Requests()), bound)
+	require.LessOrEqual(t, len(sb.Fake.Events()), bound)
+	require.LessOrEqual(t, sb.Fake.IdempotencyKeys(), bound)
+	require.Equal(t, n, sb.Fake.Stats().Requests)
+	require.Equal(t, n, sb.Fake.Stats().Events)
+	require.Len(t, sb.Fake.Customers(), n, "customers are data, not history: all kept")
+
+	// The newest are the ones kept, and /_sandbox/stats still counts all.
+	reqs := sb.Fake.Requests()
+	require.Equal(t, fmt.Sprintf("key-%d", n-1), reqs[len(reqs)-1].IdempotencyKey)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/_sandbox/stats", nil))
+	var stats struct {
+		Requests struct{ Total, Writes int }
+		Events   int
+	}
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &stats))
+	require.Equal(t, n, stats.Requests.Total)
+	require.Equal(t, n, stats.Requests.Writes)
+	require.Equal(t, n, stats.Events)
 }

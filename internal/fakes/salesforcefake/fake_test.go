@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -613,5 +614,27 @@ func TestCloseDuringADelivery(t *testing.T) {
 	case <-closed:
 	case <-time.After(30 * time.Second):
 		t.Fatal("Close did not return while a delivery was in flight")
+	}
+}
+
+// TestFailedDeliveryDoesNotRecordTheToken: a delivery that fails in
+// net/http (nobody listens) is recorded and logged without the ?token=
+// secret of the Outbound Message URL.
+func TestFailedDeliveryDoesNotRecordTheToken(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := "http://" + ln.Addr().String() + "/webhook/salesforce"
+	ln.Close()
+	fake, _ := start(t, salesforcefake.Options{OutboundURL: dead, OutboundToken: "sf-secret-token-123",
+		DeliveryAttempts: 1, RetryBackoff: time.Millisecond})
+	_, err = fake.UICreate(salesforcefake.Contact{LastName: "Lovelace"})
+	require.NoError(t, err)
+	wait(t, fake)
+	ds := fake.Deliveries()
+	require.NotEmpty(t, ds)
+	for _, d := range ds {
+		require.NotEmpty(t, d.Err)
+		require.NotContains(t, d.Err, "sf-secret-token-123")
 	}
 }

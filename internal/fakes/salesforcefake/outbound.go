@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/tandem-sync/tandem/internal/config"
 )
 
 // MaxNotificationsPerMessage is Salesforce's limit of notifications in one
@@ -344,6 +347,11 @@ func (o *outbound) send(target string, payload []byte) (int, string) {
 	req.Header.Set("User-Agent", "Jakarta Commons-HttpClient/3.1")
 	resp, err := o.client.Do(req)
 	if err != nil {
+		// net/http quotes the URL, and with it the ?token= secret.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = config.RedactURL(ue.URL)
+		}
 		return 0, err.Error()
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

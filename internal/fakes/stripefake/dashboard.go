@@ -149,6 +149,13 @@ func (s *Server) Requests() []Request {
 	return out
 }
 
+// IdempotencyKeys returns how many idempotency keys the fake holds.
+func (s *Server) IdempotencyKeys() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.idem)
+}
+
 // Stats returns request counters.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()

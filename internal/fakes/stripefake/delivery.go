@@ -102,6 +102,7 @@ type deliverer struct {
 	idle       chan struct{} // closed while nothing is pending
 	stats      DeliveryStats
 	attempts   []DeliveryAttempt
+	maxRecords int // bound of attempts (0: none)
 }
 
 func newDeliverer(opts Options, onDelivered func(string)) *deliverer {
@@ -121,6 +122,7 @@ func newDeliverer(opts Options, onDelivered func(string)) *deliverer {
 		duplicates:  max(opts.DuplicateDeliveries, 0),
 		rng:         rand.New(rand.NewPCG(opts.Seed, 0xde11)),
 		idle:        make(chan struct{}),
+		maxRecords:  opts.MaxDeliveryAttempts,
 	}
 	close(d.idle)
 	if d.client == nil {
@@ -315,6 +317,7 @@ func (d *deliverer) attempt(p *delivery) {
 	p.attempts++
 	rec.Attempt = p.attempts
 	d.attempts = append(d.attempts, rec)
+	trimOldest(&d.attempts, d.maxRecords, nil)
 	d.stats.Attempts++
 	switch {
 	case ok:

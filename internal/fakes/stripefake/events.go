@@ -116,6 +116,8 @@ func (s *Server) emit(typ string, c Customer, prev json.RawMessage, o origin, no
 	}
 	s.events = append(s.events, ev)
 	s.eventsByID[ev.ID] = ev
+	s.stats.Events++
+	trimOldest(&s.events, s.limits.MaxEvents, func(old *Event) { delete(s.eventsByID, old.ID) })
 	if ev.PendingWebhooks > 0 && !s.deliv.enqueue(ev.ID, ev.Type, ev.CustomerID, payload) {
 		ev.PendingWebhooks = 0
 	}

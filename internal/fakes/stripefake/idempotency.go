@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"slices"
 	"time"
 )
 
@@ -41,6 +42,7 @@ func (s *Server) claimKey(c *call, key string) (resp response, entry *idemEntry,
 		ok = false
 	}
 	if !ok {
+		s.boundIdempotency()
 		e = &idemEntry{endpoint: c.endpoint, fingerprint: fp, created: now, inFlight: true}
 		s.idem[key] = e
 		return response{}, e, false
@@ -90,5 +92,30 @@ func (s *Server) claimKey(c *call, key string) (resp response, entry *idemEntry,
 func (s *Server) releaseKey(key string, e *idemEntry) {
 	if s.idem[key] == e {
 		delete(s.idem, key)
+	}
+}
+
+// boundIdempotency makes room for one more key when the store holds
+// Options.MaxIdempotencyKeys: it forgets the oldest quarter of the keys not
+// in flight (Stripe keeps keys 24 h; a bounded fake forgets them sooner).
+// Call with s.mu held.
+func (s *Server) boundIdempotency() {
+	max := s.limits.MaxIdempotencyKeys
+	if max <= 0 || len(s.idem) < max {
+		return
+	}
+	type aged struct {
+		key     string
+		created time.Time
+	}
+	var done []aged
+	for k, e := range s.idem {
+		if !e.inFlight {
+			done = append(done, aged{k, e.created})
+		}
+	}
+	slices.SortFunc(done, func(a, b aged) int { return a.created.Compare(b.created) })
+	for _, a := range done[:min(len(done), max/4+1)] {
+		delete(s.idem, a.key)
 	}
 }

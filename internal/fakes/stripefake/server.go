@@ -82,6 +82,31 @@ type Options struct {
 	DeliveryTimeout time.Duration
 	// HTTPClient sends webhook deliveries. Default a new client.
 	HTTPClient *http.Client
+
+	// MaxRequests, MaxEvents, MaxIdempotencyKeys and MaxDeliveryAttempts
+	// bound what the fake remembers (Requests, Events and /v1/events, the
+	// idempotency store, DeliveryAttempts): beyond the bound the oldest are
+	// forgotten, so a long-running fake (the sandbox) keeps a flat memory.
+	// Counters (Stats, DeliveryStats) keep counting. Zero keeps everything
+	// (tests that inspect the whole history).
+	MaxRequests, MaxEvents, MaxIdempotencyKeys, MaxDeliveryAttempts int
+}
+
+// trimOldest drops the oldest entries of *list beyond max (0: no bound). It
+// trims a quarter more than needed at once, into a fresh array, so the
+// cost is amortised and the dropped entries' memory is released.
+func trimOldest[T any](list *[]T, max int, drop func(T)) {
+	if max <= 0 || len(*list) <= max {
+		return
+	}
+	keep := max - max/4
+	n := len(*list) - keep
+	if drop != nil {
+		for _, x := range (*list)[:n] {
+			drop(x)
+		}
+	}
+	*list = append(make([]T, 0, max), (*list)[n:]...)
 }
 
 // Server is the fake Stripe. Create it with New, serve it with Listen or
@@ -100,6 +125,7 @@ type Server struct {
 	idem       map[string]*idemEntry
 	requests   []Request
 	stats      Stats
+	limits     Options // the Max* bounds
 
 	fmu    sync.Mutex
 	faults Faults
@@ -159,6 +185,8 @@ type Stats struct {
 	InjectedServerErrors int // 500s from Faults.ServerErrorRatio
 	RateLimitRejections  int // 429s from the hard limit of SetRateLimit
 	Unauthorized         int // 401s
+	Writes               int // POST and DELETE requests
+	Events               int // events emitted
 }
 
 // New returns a Server configured by opts. It starts the webhook delivery
@@ -182,6 +210,7 @@ func New(opts Options) *Server {
 		idem:       map[string]*idemEntry{},
 		rng:        rand.New(rand.NewPCG(opts.Seed, 0x5f17e)),
 		done:       make(chan struct{}),
+		limits:     opts,
 	}
 	s.activeDone = sync.NewCond(&s.activeMu)
 	s.deliv = newDeliverer(opts, s.markDelivered)
@@ -320,7 +349,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec.Status = resp.status
 	s.mu.Lock()
 	s.requests = append(s.requests, rec)
+	trimOldest(&s.requests, s.limits.MaxRequests, nil)
 	s.stats.Requests++
+	if rec.Method == http.MethodPost || rec.Method == http.MethodDelete {
+		s.stats.Writes++
+	}
 	s.mu.Unlock()
 
 	h := w.Header()

@@ -417,7 +417,7 @@ func TestValidationErrorIsPermanentWithSalesforcesMessage(t *testing.T) {
 	_, err := a.Upsert(context.Background(), c, integrations.Link{})
 	require.Error(t, err)
 	require.True(t, integrations.IsPermanent(err))
-	require.Contains(t, err.Error(), "salesforce 400 INVALID_EMAIL_ADDRESS: Email: invalid email address: not-an-email (fields Email)")
+	require.Contains(t, err.Error(), "salesforce 400 INVALID_EMAIL_ADDRESS: Email: invalid email address: [redacted] (fields Email)")
 	var ae *salesforce.APIError
 	require.ErrorAs(t, err, &ae)
 	require.Equal(t, http.StatusBadRequest, ae.StatusCode)
@@ -614,4 +614,20 @@ func TestConcurrentUseAcrossTokenRevocation(t *testing.T) {
 		got, _ := fake.Contact(l.RemoteID)
 		require.Equal(t, fmt.Sprintf("Number%d", i), got.LastName)
 	}
+}
+
+// TestErrorsMaskTheCustomersValues: Salesforce quotes a refused value back
+// ("Email: invalid email address: <it>"); the worker logs the error and
+// keeps it as last_error, so the adapter masks what it sent.
+func TestErrorsMaskTheCustomersValues(t *testing.T) {
+	t.Parallel()
+	fake := startFake(t, salesforcefake.Options{})
+	a := newAdapter(t, fakeConfig(fake), prometheus.NewRegistry())
+	c := integrations.Customer{UserID: "0193a000-0000-7000-8000-0000000000aa", Email: "not-an-email-privately",
+		Name: "Ada Privatelace", Version: 1}
+	_, err := a.Upsert(context.Background(), c, integrations.Link{})
+	require.ErrorContains(t, err, "INVALID_EMAIL_ADDRESS")
+	require.NotContains(t, err.Error(), "not-an-email-privately")
+	var apiErr *salesforce.APIError
+	require.ErrorAs(t, err, &apiErr, "the API error is still found")
 }

@@ -141,7 +141,7 @@ func missingError(missing []string) error {
 func checkURL(name, v, example string) error {
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("config: %s %q: want an absolute http(s) URL such as %s", name, v, example)
+		return fmt.Errorf("config: %s %q: want an absolute http(s) URL such as %s", name, config.RedactURL(v), example)
 	}
 	return nil
 }

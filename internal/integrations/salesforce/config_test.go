@@ -101,3 +101,17 @@ func TestInboundConfigFrom(t *testing.T) {
 	require.False(t, cfg.IsEcho(salesforce.Notification{LastModifiedByID: "0055g00000TndmUAAR"}))
 	require.False(t, cfg.IsEcho(salesforce.Notification{}))
 }
+
+// TestBadURLDoesNotPrintItsPassword: a refused Salesforce URL is shown
+// without the credentials it may carry.
+func TestBadURLDoesNotPrintItsPassword(t *testing.T) {
+	t.Parallel()
+	kv := map[string]string{}
+	for k, v := range outboundSettings {
+		kv[k] = v
+	}
+	kv["token_url"] = "ftp://user:s3cret@login.example/services/oauth2/token"
+	_, err := salesforce.ConfigFrom(settings(kv))
+	require.ErrorContains(t, err, "SALESFORCE_TOKEN_URL")
+	require.NotContains(t, err.Error(), "s3cret")
+}

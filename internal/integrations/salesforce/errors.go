@@ -43,6 +43,37 @@ type ErrorItem struct {
 type APIError struct {
 	StatusCode int
 	Errors     []ErrorItem
+
+	// personal are values the request carried (email, name, phone,
+	// metadata) that Error masks: Salesforce quotes refused values back,
+	// and the error is logged.
+	personal []string
+}
+
+// maskPersonal makes the APIError inside err, if any, mask the given
+// values in its message (values shorter than 5 bytes are left: they say
+// little about a person and would mask pieces of Salesforce's own words).
+// It returns err.
+func maskPersonal(err error, values ...string) error {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		for _, v := range values {
+			if len(v) >= 5 {
+				ae.personal = append(ae.personal, v)
+			}
+		}
+	}
+	return err
+}
+
+// personalValues are the values of c that Salesforce's error messages may
+// quote back.
+func personalValues(c integrations.Customer) []string {
+	out := []string{c.Email, c.Name, c.Phone}
+	for _, v := range c.Metadata {
+		out = append(out, v)
+	}
+	return out
 }
 
 func (e *APIError) Error() string {
@@ -59,6 +90,9 @@ func (e *APIError) Error() string {
 			b.WriteString(" " + item.ErrorCode)
 		}
 		msg := strings.Join(strings.Fields(item.Message), " ")
+		for _, v := range e.personal {
+			msg = strings.ReplaceAll(msg, v, "[redacted]")
+		}
 		if msg == "" {
 			msg = http.StatusText(e.StatusCode)
 		}

@@ -265,7 +265,7 @@ func (a *Adapter) Upsert(ctx context.Context, c integrations.Customer, link inte
 			err = classify(r)
 		}
 		if err != nil {
-			return integrations.Result{RemoteID: link.RemoteID}, fmt.Errorf("salesforce: updating contact %s for user %s: %w", link.RemoteID, c.UserID, err)
+			return integrations.Result{RemoteID: link.RemoteID}, fmt.Errorf("salesforce: updating contact %s for user %s: %w", link.RemoteID, c.UserID, maskPersonal(err, personalValues(c)...))
 		}
 		return res, nil
 	}
@@ -276,7 +276,7 @@ func (a *Adapter) Upsert(ctx context.Context, c integrations.Customer, link inte
 		err = classify(r)
 	}
 	if err != nil {
-		return integrations.Result{}, fmt.Errorf("salesforce: upserting the contact of user %s: %w", c.UserID, err)
+		return integrations.Result{}, fmt.Errorf("salesforce: upserting the contact of user %s: %w", c.UserID, maskPersonal(err, personalValues(c)...))
 	}
 	var saved struct {
 		ID string `json:"id"`

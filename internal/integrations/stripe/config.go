@@ -71,7 +71,7 @@ func (c Config) Validate() error {
 	if c.APIBase != "" {
 		u, err := url.Parse(c.APIBase)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("config: STRIPE_API_BASE %q: want an absolute http(s) URL such as http://127.0.0.1:12111", c.APIBase)
+			return fmt.Errorf("config: STRIPE_API_BASE %q: want an absolute http(s) URL such as http://127.0.0.1:12111", config.RedactURL(c.APIBase))
 		}
 	}
 	if !(c.RateLimit > 0) {

@@ -46,3 +46,15 @@ func TestConfigValidate(t *testing.T) {
 	_, err := stripe.New(stripe.Config{}, stripe.Options{})
 	require.ErrorContains(t, err, "STRIPE_SECRET_KEY", "New validates")
 }
+
+// TestBadAPIBaseDoesNotPrintItsPassword: a refused STRIPE_API_BASE is shown
+// without the credentials it may carry.
+func TestBadAPIBaseDoesNotPrintItsPassword(t *testing.T) {
+	t.Parallel()
+	for _, base := range []string{"ftp://user:s3cret@proxy.example/", "http://user:s3%zzcret@proxy.example/"} {
+		err := stripe.Config{SecretKey: "k", RateLimit: 1, APIBase: base}.Validate()
+		require.ErrorContains(t, err, "STRIPE_API_BASE")
+		require.NotContains(t, err.Error(), "s3cret")
+		require.NotContains(t, err.Error(), "s3%zzcret")
+	}
+}

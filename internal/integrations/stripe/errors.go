@@ -16,7 +16,29 @@ import (
 // ("stripe 400 invalid_request_error email_invalid: Invalid email address:
 // x (param email) [request req_123]"). It wraps the *stripego.Error, so
 // errors.As still finds Stripe's fields.
-type apiError struct{ err *stripego.Error }
+type apiError struct {
+	err *stripego.Error
+	// personal are the values the request carried (email, name, phone,
+	// metadata): Stripe's messages quote them ("Invalid email address:
+	// <it>"), and the error is logged, so Error masks them.
+	personal []string
+}
+
+// maskPersonal makes the Stripe API error inside err, if any, mask the
+// given values in its message. Values shorter than 5 bytes are left: they
+// say little about a person and would mask pieces of Stripe's own words.
+// It returns err.
+func maskPersonal(err error, values ...string) error {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		for _, v := range values {
+			if len(v) >= 5 {
+				ae.personal = append(ae.personal, v)
+			}
+		}
+	}
+	return err
+}
 
 func (e *apiError) Error() string {
 	var b strings.Builder
@@ -30,6 +52,9 @@ func (e *apiError) Error() string {
 	msg := e.err.Msg
 	if msg == "" {
 		msg = http.StatusText(e.err.HTTPStatusCode)
+	}
+	for _, v := range e.personal {
+		msg = strings.ReplaceAll(msg, v, "[redacted]")
 	}
 	b.WriteString(": " + msg)
 	if e.err.Param != "" {

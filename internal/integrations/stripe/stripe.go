@@ -313,7 +313,7 @@ func (a *Adapter) create(ctx context.Context, c integrations.Customer, link inte
 		return found, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("stripe: creating customer for user %s: %w", c.UserID, err)
+		return nil, fmt.Errorf("stripe: creating customer for user %s: %w", c.UserID, maskPersonal(err, personalValues(c)...))
 	}
 	if cust.ID == "" {
 		return nil, fmt.Errorf("stripe: creating customer for user %s: answer without an id", c.UserID)
@@ -350,7 +350,7 @@ func (a *Adapter) update(ctx context.Context, c integrations.Customer, id string
 		}
 		return remoteTime(cust), nil
 	default:
-		return time.Time{}, fmt.Errorf("stripe: updating customer %s for user %s: %w", id, c.UserID, err)
+		return time.Time{}, fmt.Errorf("stripe: updating customer %s for user %s: %w", id, c.UserID, maskPersonal(err, personalValues(c)...))
 	}
 
 	stale := staleKeys(c, cust.Metadata)
@@ -382,6 +382,16 @@ func remoteTime(cust *stripego.Customer) time.Time {
 		return time.Time{}
 	}
 	return t.UTC()
+}
+
+// personalValues are the values of c that Stripe's error messages may
+// quote back.
+func personalValues(c integrations.Customer) []string {
+	out := []string{c.Email, c.Name, c.Phone}
+	for _, v := range c.Metadata {
+		out = append(out, v)
+	}
+	return out
 }
 
 // get reads customer id; a deleted customer is integrations.ErrNotFound.
@@ -428,7 +438,23 @@ func holds(cust *stripego.Customer, c integrations.Customer) bool {
 
 // leveledLogger hands stripe-go's messages to slog at debug level: the
 // adapter returns every error it sees, so logging them too would log twice.
+//
+// stripe-go logs whole response bodies ("Response: %s") and Stripe's error
+// answers, which carry customers' emails, names, phones and metadata. Only
+// the messages in safeFormats (method, host and path, timings, retry
+// counts) keep their arguments; every other message is logged with its
+// arguments replaced by [redacted], so personal data never reaches the log
+// at any level.
 type leveledLogger struct{ l *slog.Logger }
+
+// safeFormats are stripe-go v76's format strings whose arguments carry no
+// personal data (a path holds a customer id, not its fields).
+var safeFormats = map[string]bool{
+	"Requesting %v %v%v":                                        true,
+	"Request completed in %v (retry: %v)":                       true,
+	"Not retrying request: %v":                                  true,
+	"Initiating retry %v for request %v %v%v after sleeping %v": true,
+}
 
 func (l leveledLogger) Debugf(format string, v ...any) { l.log(format, v) }
 func (l leveledLogger) Infof(format string, v ...any)  { l.log(format, v) }
@@ -436,10 +462,23 @@ func (l leveledLogger) Warnf(format string, v ...any)  { l.log(format, v) }
 func (l leveledLogger) Errorf(format string, v ...any) { l.log(format, v) }
 
 func (l leveledLogger) log(format string, v []any) {
-	if l.l.Enabled(context.Background(), slog.LevelDebug) {
-		l.l.Debug(fmt.Sprintf(format, v...), "component", "stripe-go")
+	if !l.l.Enabled(context.Background(), slog.LevelDebug) {
+		return
 	}
+	if !safeFormats[format] {
+		masked := make([]any, len(v))
+		for i := range v {
+			masked[i] = redacted{}
+		}
+		v = masked
+	}
+	l.l.Debug(fmt.Sprintf(format, v...), "component", "stripe-go")
 }
+
+// redacted prints as [redacted] whatever the verb.
+type redacted struct{}
+
+func (redacted) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte("[redacted]")) }
 
 func newLimiterMetrics(reg prometheus.Registerer) (limiterMetrics, error) {
 	labels := prometheus.Labels{"provider": Name}

@@ -1,7 +1,9 @@
 -- Users, their outbox, provider links and API idempotency keys.
 -- Written for MariaDB >= 10.6 and MySQL >= 8.0 (SKIP LOCKED, generated columns).
+-- IF NOT EXISTS: a run interrupted between two statements can run again
+-- (internal/store/migrate.go recovers it).
 
-CREATE TABLE users (
+CREATE TABLE IF NOT EXISTS users (
     id          CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     email       VARCHAR(254) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
     name        VARCHAR(256) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
@@ -19,7 +21,7 @@ CREATE TABLE users (
     UNIQUE KEY users_live_email (live_email)
 ) ENGINE=InnoDB;
 
-CREATE TABLE outbox (
+CREATE TABLE IF NOT EXISTS outbox (
     id           BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
     event_id     CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     user_id      CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
@@ -33,7 +35,7 @@ CREATE TABLE outbox (
     KEY outbox_unpublished (published_at, id)
 ) ENGINE=InnoDB;
 
-CREATE TABLE provider_links (
+CREATE TABLE IF NOT EXISTS provider_links (
     user_id         CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     provider        VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     remote_id       VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NULL,
@@ -48,7 +50,7 @@ CREATE TABLE provider_links (
     UNIQUE KEY provider_links_remote (provider, remote_id)
 ) ENGINE=InnoDB;
 
-CREATE TABLE idempotency_keys (
+CREATE TABLE IF NOT EXISTS idempotency_keys (
     scope         CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     idem_key      VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
     request_hash  CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
