@@ -261,7 +261,8 @@ func ReadBody(c *fiber.Ctx, limit int) ([]byte, error) {
 		c.Locals(consumedKey{}, true)
 		return bytes.Clone(b), nil
 	}
-	size := n
+	// Grow as bytes arrive: a declared length reserves at most 1 MiB.
+	size := min(n, 1<<20)
 	if size < 0 {
 		size = 4 << 10
 	}

@@ -16,6 +16,27 @@ import (
 // /proc/self/status).
 func RSS(t testing.TB) int64 {
 	t.Helper()
+	return status(t, "VmRSS:")
+}
+
+// ResetPeakRSS resets this process's peak resident set size (VmHWM), so
+// that PeakRSS reports the peak from now on.
+func ResetPeakRSS(t testing.TB) {
+	t.Helper()
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		t.Skipf("cannot reset the peak RSS: %v", err)
+	}
+}
+
+// PeakRSS returns this process's peak resident set size in bytes (VmHWM)
+// since the start or the last ResetPeakRSS.
+func PeakRSS(t testing.TB) int64 {
+	t.Helper()
+	return status(t, "VmHWM:")
+}
+
+func status(t testing.TB, field string) int64 {
+	t.Helper()
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		t.Skipf("no /proc/self/status: %v", err)
@@ -23,15 +44,15 @@ func RSS(t testing.TB) int64 {
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(s.Text(), field); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			if err != nil {
-				t.Fatalf("VmRSS %q: %v", rest, err)
+				t.Fatalf("%s %q: %v", field, rest, err)
 			}
 			return kb << 10
 		}
 	}
-	t.Fatalf("no VmRSS in /proc/self/status")
+	t.Fatalf("no %s in /proc/self/status", field)
 	return 0
 }
 
