@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-sync/tandem/internal/api"
+	"github.com/tandem-sync/tandem/internal/ops"
 	"github.com/tandem-sync/tandem/internal/store"
 	"github.com/tandem-sync/tandem/internal/testutil"
 	"github.com/tandem-sync/tandem/internal/testutil/tcpproxy"
@@ -209,4 +211,53 @@ func TestDatabaseOutageIs503WithRetryAfter(t *testing.T) {
 	proxy.Restore()
 	require.Equal(t, "Ada", e.do(req{Method: "GET", Path: "/v1/users/" + id}).json(t)["name"])
 	require.EqualValues(t, 1, e.count("SELECT COUNT(*) FROM users"))
+}
+
+// TestServerRefusalsReachLogsAndMetrics: a 431 (headers over the read
+// buffer) and a 413 answered by the server itself leave an access-log line
+// and a count in /metrics (they used to leave no trace).
+func TestServerRefusalsReachLogsAndMetrics(t *testing.T) {
+	t.Parallel()
+	st, _ := testutil.NewStore(t)
+	var logs syncBuffer
+	reg := ops.NewRegistry()
+	app := api.New(st, st, api.Config{Tokens: []string{token}, Providers: []string{"stripe"}},
+		slog.New(slog.NewJSONHandler(&logs, nil)), reg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = app.Listener(ln) }()
+	t.Cleanup(func() { _ = app.Shutdown() })
+	e := &env{t: t, base: "http://" + ln.Addr().String(), client: http.DefaultClient}
+
+	resp, _ := e.rawExchange("GET /v1/users HTTP/1.1\nHost: x\nX-Big: "+strings.Repeat("a", 16<<10), nil)
+	require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
+	resp, _ = e.rawExchange(fmt.Sprintf("POST /v1/users HTTP/1.1\nHost: x\nAuthorization: Bearer %s\nContent-Type: application/json\nContent-Length: %d", token, 2*api.BodyLimit), bytes.Repeat([]byte("a"), 2*api.BodyLimit))
+	require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+
+	metrics, err := http.Get(e.base + "/metrics")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(metrics.Body)
+	metrics.Body.Close()
+	require.Regexp(t, `tandem_http_requests_total\{[^}]*status="431"[^}]*\} 1`, string(b))
+	require.Regexp(t, `tandem_http_requests_total\{[^}]*status="413"[^}]*\} 1`, string(b))
+	require.Contains(t, logs.String(), `"status":431`)
+	require.Contains(t, logs.String(), `"status":413`)
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
