@@ -98,7 +98,7 @@ func NewApp(cfg fiber.Config, l Limits, log *slog.Logger, m *HTTPMetrics) *fiber
 	cfg.DisablePreParseMultipartForm = true
 	// In streaming mode the server's body limit only bounds the prefetch.
 	cfg.BodyLimit = prefetch
-	cfg.Concurrency = l.MaxConns
+	cfg.Concurrency = 2 * l.MaxConns // a backstop: the listener (Serve) refuses first, with a trace
 	cfg.ReadTimeout = l.HeaderTimeout
 	cfg.IdleTimeout = l.IdleTimeout
 	if cfg.WriteTimeout <= 0 {
@@ -109,9 +109,7 @@ func NewApp(cfg fiber.Config, l Limits, log *slog.Logger, m *HTTPMetrics) *fiber
 	}
 	cfg.ErrorHandler = serverErrors(cfg.ErrorHandler, log, m)
 	app := fiber.New(cfg)
-	if l.MaxConnsPerIP > 0 {
-		perIP.Store(app, perIPLimit{n: l.MaxConnsPerIP, log: log, m: m})
-	}
+	perIP.Store(app, perIPLimit{n: l.MaxConnsPerIP, total: l.MaxConns, log: log, m: m})
 	srv := app.Server()
 	srv.HeaderReceived = func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 		if bodyFollows(h) {

@@ -153,6 +153,26 @@ func TestConnectionsPerAddressAreCapped(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond, "a closed connection frees its slot")
 }
 
+// TestConnectionsAreCappedInTotal: beyond MaxConns, a connection gets a
+// 503 and is closed, with a trace.
+func TestConnectionsAreCappedInTotal(t *testing.T) {
+	t.Parallel()
+	addr, logs, metrics := hardened(t, ops.Limits{MaxConns: 1})
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	resp = exchange(t, addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.Contains(t, metrics(), "route=rejected status=503")
+	require.Contains(t, logs.String(), "too many connections")
+}
+
 // TestChunkedBodyOverTheLimitIs413: a chunked body is counted as it
 // arrives and refused once past the limit; one within it is read.
 func TestChunkedBodyOverTheLimitIs413(t *testing.T) {
