@@ -22,8 +22,19 @@ build: ## build every command into bin/
 run: up build ## start the system (api, webhook, a worker per provider, the Stripe sandbox; Ctrl-C stops it)
 	@scripts/run.sh
 
-test: up tools ## run all tests against the real MariaDB and RabbitMQ
+FUZZTIME ?= 5s
+# One short fuzzing run per request decoder (their committed corpora in
+# testdata/fuzz also run as plain tests above): JSON bodies, Stripe webhook
+# deliveries, Salesforce Outbound Messages.
+FUZZ_TARGETS := FuzzParseCreate:./internal/api FuzzParsePatch:./internal/api \
+	FuzzWebhook:./internal/webhook FuzzParseOutboundMessage:./internal/integrations/salesforce
+
+test: up tools ## run all tests against the real MariaDB and RabbitMQ, then fuzz each request decoder for $(FUZZTIME)
 	PATH="$(GOBIN):$$PATH" $(GO) test -race -count=1 -timeout 20m ./...
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t%%:*} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) "$${t#*:}" || exit 1; \
+	done
 
 bench: up tools ## measure each stage against its raw ceiling and print a table
 	PATH="$(GOBIN):$$PATH" $(GO) run ./cmd/bench $(BENCH_ARGS)

@@ -90,7 +90,7 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	}
 	go pruneIdempotencyKeys(background, st, log)
 
-	app := api.New(st, st, api.Config{Tokens: cfg.APITokens, Providers: cfg.Providers}, log, reg,
+	app := api.New(st, st, api.Config{Tokens: cfg.APITokens, Providers: cfg.Providers, Limits: httpLimits(cfg.HTTP)}, log, reg,
 		ops.Check{Name: "mysql", Fn: st.Ping},
 		ops.Check{Name: "rabbitmq", Fn: conn.Healthy, Soft: true})
 
@@ -130,4 +130,13 @@ func pruneIdempotencyKeys(ctx context.Context, st *store.Store, log interface {
 			}
 		}
 	}
+}
+
+// httpLimits are the HTTP server's limits from the configuration.
+func httpLimits(c config.HTTPConfig) ops.Limits {
+	l := ops.Limits{MaxConns: c.MaxConns, MaxConnsPerIP: c.MaxConnsPerIP}
+	if c.MaxConnsPerIP == 0 {
+		l.MaxConnsPerIP = -1 // none
+	}
+	return l
 }

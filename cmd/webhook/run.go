@@ -57,7 +57,11 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	}
 	defer st.Close()
 
-	app := webhook.New(receivers, st, log, reg, ops.Check{Name: "mysql", Fn: st.Ping})
+	limits := ops.Limits{MaxConns: cfg.HTTP.MaxConns, MaxConnsPerIP: cfg.HTTP.MaxConnsPerIP}
+	if cfg.HTTP.MaxConnsPerIP == 0 {
+		limits.MaxConnsPerIP = -1 // none
+	}
+	app := webhook.NewWithLimits(limits, receivers, st, log, reg, ops.Check{Name: "mysql", Fn: st.Ping})
 	routes := make([]string, 0, len(receivers))
 	for name := range receivers {
 		routes = append(routes, "/webhook/"+name)

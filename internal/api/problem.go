@@ -1,10 +1,17 @@
 package api
 
 import (
+	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"syscall"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -62,8 +69,18 @@ func toProblem(err error) *Problem {
 		return problem(fiber.StatusConflict, "idempotency-in-flight", "a request with this Idempotency-Key is still in progress")
 	case errors.Is(err, store.ErrIdempotencyLost):
 		return problem(fiber.StatusConflict, "idempotency-in-flight", "a later request with this Idempotency-Key took it over: this one was not applied; replay the key to get the outcome")
+	case unavailable(err):
+		return problem(fiber.StatusServiceUnavailable, "unavailable", "the database is unreachable: retry later")
 	case errors.As(err, &fe):
 		switch fe.Code {
+		case fiber.StatusBadRequest:
+			return problem(fe.Code, "bad-request", fe.Message)
+		case fiber.StatusRequestTimeout:
+			return problem(fe.Code, "timeout", "the request was not received in time")
+		case fiber.StatusUnsupportedMediaType:
+			return problem(fe.Code, "unsupported-encoding", fe.Message)
+		case fiber.StatusRequestHeaderFieldsTooLarge:
+			return problem(fe.Code, "headers-too-large", "the request headers are too large")
 		case fiber.StatusRequestEntityTooLarge:
 			return problem(fe.Code, "too-large", "the request body is larger than 1 MiB")
 		case fiber.StatusNotFound:
@@ -76,12 +93,38 @@ func toProblem(err error) *Problem {
 	return problem(fiber.StatusInternalServerError, "internal", "internal error; see the logs for this request id")
 }
 
+// retryAfter is the Retry-After of a 503, in seconds.
+const retryAfter = "5"
+
+// unavailable reports whether err says the database cannot be reached
+// (refused, reset or lost connections, a server shutting down or full):
+// a 503 the client may retry, not a bug.
+func unavailable(err error) bool {
+	var ne net.Error
+	var me *mysql.MySQLError
+	switch {
+	case errors.Is(err, driver.ErrBadConn), errors.Is(err, mysql.ErrInvalidConn), errors.Is(err, sql.ErrConnDone),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF):
+		return true
+	case errors.As(err, &ne):
+		return true
+	case errors.As(err, &me):
+		// ER_CON_COUNT_ERROR, ER_SERVER_SHUTDOWN, CR_SERVER_GONE_ERROR, CR_SERVER_LOST
+		return me.Number == 1040 || me.Number == 1053 || me.Number == 2006 || me.Number == 2013
+	}
+	return false
+}
+
 // errorHandler writes err as problem+json; 5xx are logged with the request
 // logger (errors are logged once, here).
 func errorHandler(base *slog.Logger) fiber.ErrorHandler {
 	return func(c *fiber.Ctx, err error) error {
 		p := toProblem(err)
-		if p.Status >= 500 {
+		switch {
+		case p.Status == fiber.StatusServiceUnavailable:
+			c.Set(fiber.HeaderRetryAfter, retryAfter)
+			ops.Logger(c.UserContext(), base).Warn("database unavailable", "error", err.Error())
+		case p.Status >= 500:
 			ops.Logger(c.UserContext(), base).Error("request failed", "error", err.Error())
 		}
 		return sendProblem(c, p)

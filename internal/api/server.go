@@ -10,7 +10,6 @@ import (
 	"crypto/subtle"
 	_ "embed"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -58,6 +57,8 @@ type Config struct {
 	// IdempotencyAbandon is after how long an unfinished key (its process
 	// died) is taken over by a retry (default 1 min).
 	IdempotencyAbandon time.Duration
+	// Limits bound connections and read times (ops.Limits defaults).
+	Limits ops.Limits
 }
 
 // Server is the REST API.
@@ -82,26 +83,24 @@ func New(users Users, idem Idempotency, cfg Config, log *slog.Logger, reg *prome
 	for _, t := range cfg.Tokens {
 		s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
 	}
-	app := fiber.New(fiber.Config{
+	// Bodies are streamed: each handler reads its own with ops.ReadBody,
+	// after authentication, up to BodyLimit.
+	app := ops.NewApp(fiber.Config{
 		AppName:               "tandem-api",
-		BodyLimit:             BodyLimit,
 		DisableStartupMessage: true,
 		ErrorHandler:          errorHandler(log),
-		ReadTimeout:           30 * time.Second,
 		WriteTimeout:          30 * time.Second,
-		IdleTimeout:           2 * time.Minute,
-	})
-	app.Use(ops.Middleware(log, ops.NewHTTPMetrics(reg)))
+	}, cfg.Limits, log, ops.NewHTTPMetrics(reg))
 	ops.Mount(app, reg, checks...)
 	app.Get("/openapi.yaml", func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, "application/yaml")
 		return c.Send(openAPISpec)
 	})
 	v1 := app.Group("/v1", s.auth)
-	v1.Post("/users", identityOnly, s.createUser)
+	v1.Post("/users", s.createUser)
 	v1.Get("/users", s.listUsers)
 	v1.Get("/users/:id", s.getUser)
-	v1.Patch("/users/:id", identityOnly, s.patchUser)
+	v1.Patch("/users/:id", s.patchUser)
 	v1.Delete("/users/:id", s.deleteUser)
 	return app
 }
@@ -127,14 +126,3 @@ func (s *Server) auth(c *fiber.Ctx) error {
 }
 
 type tokenKey struct{}
-
-// identityOnly refuses request bodies with a Content-Encoding: Fiber would
-// inflate them past the body limit (a small gzip body can expand to
-// gigabytes), and no client of this API needs them.
-func identityOnly(c *fiber.Ctx) error {
-	if enc := strings.TrimSpace(c.Get(fiber.HeaderContentEncoding)); enc != "" && !strings.EqualFold(enc, "identity") {
-		return problem(fiber.StatusUnsupportedMediaType, "unsupported-encoding",
-			"request bodies must not be compressed (Content-Encoding "+strconv.Quote(enc)+" is not accepted)")
-	}
-	return c.Next()
-}

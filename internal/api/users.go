@@ -60,7 +60,10 @@ func setETag(c *fiber.Ctx, version int64) {
 
 func (s *Server) createUser(c *fiber.Ctx) error {
 	ctx := c.UserContext()
-	body := c.Body()
+	body, err := ops.ReadBody(c, BodyLimit)
+	if err != nil {
+		return err
+	}
 	key := c.Get("Idempotency-Key")
 	if key == "" {
 		in, err := parseCreate(body)
@@ -263,7 +266,11 @@ func (s *Server) patchUser(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	p, err := parsePatch(c.Body())
+	body, err := ops.ReadBody(c, BodyLimit)
+	if err != nil {
+		return err
+	}
+	p, err := parsePatch(body)
 	if err != nil {
 		return err
 	}

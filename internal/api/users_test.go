@@ -98,9 +98,8 @@ func TestOversizeBodyIs413AndChangesNothing(t *testing.T) {
 	e := newEnv(t)
 	u := e.create("big@example.com", "Big")
 	huge := `{"email":"x@example.com","name":"` + strings.Repeat("a", 2<<20) + `"}`
-	// The server refuses it from Content-Length, without reading it, and
-	// closes the connection (the harness asks again if the client hits the
-	// reset before it reads the 413).
+	// The server refuses it from Content-Length, without keeping it, and
+	// the client reads the 413 (no retry).
 	expect := map[string]string{"Expect": "100-continue"}
 	requireProblem(t, e.do(req{Method: "POST", Path: "/v1/users", Body: huge, Invalid: true, Header: expect}), 413)
 	requireProblem(t, e.do(req{Method: "PATCH", Path: "/v1/users/" + u["id"].(string), Body: huge, Invalid: true, Header: expect}), 413)

@@ -42,6 +42,7 @@ type Config struct {
 	Relay       RelayConfig     // TANDEM_RELAY_*
 	Worker      WorkerConfig    // TANDEM_WORKER_*
 	Shutdown    time.Duration   // TANDEM_SHUTDOWN_TIMEOUT: drain deadline on SIGTERM
+	HTTP        HTTPConfig      // TANDEM_HTTP_*
 
 	k *koanf.Koanf
 }
@@ -51,6 +52,13 @@ type RelayConfig struct {
 	BatchSize    int           // TANDEM_RELAY_BATCH_SIZE: rows claimed per transaction
 	PollInterval time.Duration // TANDEM_RELAY_POLL_INTERVAL: poll for rows written by other replicas
 	Retention    time.Duration // TANDEM_RELAY_RETENTION: keep published rows this long
+}
+
+// HTTPConfig caps the connections of the api's and the webhook's HTTP
+// servers.
+type HTTPConfig struct {
+	MaxConns      int // TANDEM_HTTP_MAX_CONNS: connections served at once
+	MaxConnsPerIP int // TANDEM_HTTP_MAX_CONNS_PER_IP: connections one address may hold; 0: no limit (behind a proxy)
 }
 
 // WorkerConfig tunes a provider worker.
@@ -80,6 +88,8 @@ var defaults = map[string]any{
 	"relay_poll_interval":    "500ms",
 	"relay_retention":        "168h",
 	"shutdown_timeout":       "20s",
+	"http_max_conns":         "1024",
+	"http_max_conns_per_ip":  "128",
 	"worker_prefetch":        "64",
 	"worker_concurrency":     "32",
 	"worker_lease":           "30s",
@@ -151,6 +161,14 @@ func Load(environ []string, providers []string) (*Config, error) {
 	c.Worker.Lease = c.duration("worker_lease", &errs)
 	if c.Worker.Lease > 0 && c.Worker.Lease < 2*time.Second {
 		errs = append(errs, fmt.Errorf("config: TANDEM_WORKER_LEASE %s: want at least 2s", c.Worker.Lease))
+	}
+	c.HTTP.MaxConns = c.positiveInt("http_max_conns", &errs)
+	if v := strings.TrimSpace(k.String("http_max_conns_per_ip")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("config: %s %q: want 0 (no limit) or a positive integer", EnvName("http_max_conns_per_ip"), v))
+		}
+		c.HTTP.MaxConnsPerIP = n
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

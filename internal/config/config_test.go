@@ -32,6 +32,8 @@ func TestShippedFileLoads(t *testing.T) {
 	require.Equal(t, 500*time.Millisecond, c.Relay.PollInterval)
 	require.Equal(t, []time.Duration{time.Second, 10 * time.Second, time.Minute, 10 * time.Minute}, c.RetryTiers)
 	require.Equal(t, "25", c.ProviderSettings("stripe").String("rate_limit"))
+	require.Equal(t, config.HTTPConfig{MaxConns: 1024, MaxConnsPerIP: 128}, c.HTTP)
+	require.NoError(t, c.RequireAPITokens())
 }
 
 func TestEnvironmentOverridesFile(t *testing.T) {
@@ -62,12 +64,14 @@ func TestEnvironmentOverridesFile(t *testing.T) {
 func TestErrorsNameTheVariable(t *testing.T) {
 	t.Parallel()
 	cases := map[string][]string{
-		"TANDEM_MAX_ATTEMPTS":        {"TANDEM_MAX_ATTEMPTS=ten"},
-		"TANDEM_RELAY_POLL_INTERVAL": {"TANDEM_RELAY_POLL_INTERVAL=soon"},
-		"TANDEM_LOG_LEVEL":           {"TANDEM_LOG_LEVEL=loud"},
-		"TANDEM_RETRY_TIERS":         {"TANDEM_RETRY_TIERS=10s,1s"},
-		"TANDEM_MYSQL_DSN":           {"TANDEM_MYSQL_DSN= "},
-		"TANDEM_CONFIG":              {"TANDEM_CONFIG=/nonexistent/tandem.yaml"},
+		"TANDEM_MAX_ATTEMPTS":          {"TANDEM_MAX_ATTEMPTS=ten"},
+		"TANDEM_RELAY_POLL_INTERVAL":   {"TANDEM_RELAY_POLL_INTERVAL=soon"},
+		"TANDEM_LOG_LEVEL":             {"TANDEM_LOG_LEVEL=loud"},
+		"TANDEM_RETRY_TIERS":           {"TANDEM_RETRY_TIERS=10s,1s"},
+		"TANDEM_MYSQL_DSN":             {"TANDEM_MYSQL_DSN= "},
+		"TANDEM_CONFIG":                {"TANDEM_CONFIG=/nonexistent/tandem.yaml"},
+		"TANDEM_HTTP_MAX_CONNS":        {"TANDEM_HTTP_MAX_CONNS=0"},
+		"TANDEM_HTTP_MAX_CONNS_PER_IP": {"TANDEM_HTTP_MAX_CONNS_PER_IP=-1"},
 	}
 	for name, env := range cases {
 		_, err := config.Load(env, providers)
@@ -82,6 +86,10 @@ func TestErrorsNameTheVariable(t *testing.T) {
 	c, err := config.Load([]string{"TANDEM_CONFIG="}, providers)
 	require.NoError(t, err)
 	require.EqualError(t, c.RequireAPITokens(), "config: TANDEM_API_TOKENS is required (comma-separated bearer tokens)")
+	require.Equal(t, config.HTTPConfig{MaxConns: 1024, MaxConnsPerIP: 128}, c.HTTP, "built-in defaults")
+	c, err = config.Load([]string{"TANDEM_CONFIG=", "TANDEM_HTTP_MAX_CONNS_PER_IP=0"}, providers)
+	require.NoError(t, err)
+	require.Zero(t, c.HTTP.MaxConnsPerIP, "0: no limit")
 	_, err = c.ProviderSettings("stripe").Float("rate_limit", 1)
 	require.NoError(t, err)
 	_, err = config.NewSettings("stripe", map[string]string{"rate_limit": "fast"}).Float("rate_limit", 1)

@@ -161,6 +161,17 @@ type WebhookSizer interface {
 	MaxWebhookBytes() int
 }
 
+// WebhookAuthenticator is optional for a WebhookReceiver that can refuse a
+// delivery from its header and query alone (Salesforce: the token in the
+// URL; Stripe: a Stripe-Signature missing, malformed or out of its time
+// window). The webhook calls it before reading the body, so an
+// unauthenticated client cannot make it read or hold one. It returns nil
+// or an error wrapping ErrUnverified or ErrUnauthenticated, as ParseWebhook
+// would (which still checks everything itself).
+type WebhookAuthenticator interface {
+	AuthenticateWebhook(header http.Header, query url.Values) error
+}
+
 // WebhookResponder is optional for a WebhookReceiver whose provider expects a
 // particular answer to a delivery (Salesforce: a SOAP acknowledgement, or a
 // SOAP fault to have it delivered again). Without it the webhook answers 200

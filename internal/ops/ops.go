@@ -1,6 +1,14 @@
 // Package ops holds what every Tandem process shares for operation: the JSON
 // logger, the /healthz, /readyz and /metrics endpoints, per-request ids,
 // access logs and HTTP metrics, and serving with a graceful shutdown.
+//
+// It also holds the HTTP server's defences against hostile clients
+// (NewApp, ReadBody, Limits): bodies are streamed and read only by the
+// handler that wants them, up to its own limit, after authentication;
+// connections are capped in total and per address; headers and bodies have
+// read deadlines; ambiguous or compressed requests are refused before
+// routing; and what the server refuses on its own (408, 413, 431, 429) is
+// logged and counted under route "rejected".
 package ops
 
 import (
@@ -11,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -115,13 +124,14 @@ func NewHTTPMetrics(reg prometheus.Registerer) *HTTPMetrics {
 	return m
 }
 
-// Middleware gives every request an id (the X-Request-Id it came with, if
+// Middleware refuses ambiguous requests (see NewApp), then gives every request an id (the X-Request-Id it came with, if
 // sane, else a fresh one; echoed in the response), a request-scoped logger
 // in its user context, an access-log line and metrics. It never logs
 // headers, so tokens stay out of the logs.
 func Middleware(base *slog.Logger, m *HTTPMetrics) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		start := time.Now()
+		c.Locals(servedKey{}, true)
 		rid := c.Get(fiber.HeaderXRequestID)
 		if !saneID(rid) {
 			rid = newID()
@@ -131,7 +141,10 @@ func Middleware(base *slog.Logger, m *HTTPMetrics) fiber.Handler {
 		c.Set(fiber.HeaderXRequestID, rid)
 		log := base.With("request_id", rid)
 		c.SetUserContext(WithLogger(c.UserContext(), log))
-		err := c.Next()
+		err := guard(c)
+		if err == nil {
+			err = c.Next()
+		}
 		if err != nil {
 			// Let the app's error handler write the response now so the
 			// status below is the one sent.
@@ -145,18 +158,22 @@ func Middleware(base *slog.Logger, m *HTTPMetrics) fiber.Handler {
 			route = "unmatched"
 		}
 		elapsed := time.Since(start)
+		// Fiber's strings point into buffers it reuses for the next
+		// request: a label keeps its string for the process's life.
+		method := methodLabel(c.Request().Header.Method())
 		if m != nil {
 			code := strconv.Itoa(status)
-			m.requests.WithLabelValues(route, c.Method(), code).Inc()
-			m.latency.WithLabelValues(route, c.Method(), code).Observe(elapsed.Seconds())
+			m.requests.WithLabelValues(route, method, code).Inc()
+			m.latency.WithLabelValues(route, method, code).Observe(elapsed.Seconds())
 		}
 		level := slog.LevelInfo
 		if status >= 500 {
 			level = slog.LevelError
 		}
 		log.LogAttrs(c.UserContext(), level, "request",
-			slog.String("method", c.Method()), slog.String("route", route), slog.String("path", c.Path()),
+			slog.String("method", method), slog.String("route", route), slog.String("path", strings.Clone(c.Path())),
 			slog.Int("status", status), slog.Duration("duration", elapsed))
+		drainAfterAnswer(c)
 		return nil
 	}
 }
@@ -182,8 +199,12 @@ func newID() string {
 // Serve runs app on addr until ctx is cancelled, then stops accepting
 // connections and waits up to timeout for in-flight requests to finish.
 func Serve(ctx context.Context, app *fiber.App, addr string, timeout time.Duration) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", addr, err)
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- app.Listen(addr) }()
+	go func() { errc <- app.Listener(Listener(app, ln)) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("listening on %s: %w", addr, err)

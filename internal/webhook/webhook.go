@@ -20,7 +20,12 @@
 //     deployment does not serve (.../problems/forbidden): nothing is
 //     stored;
 //   - 413 for a body over BodyLimit (1 MiB), or the receiver's own limit
-//     (integrations.WebhookSizer);
+//     (integrations.WebhookSizer), refused from its Content-Length before
+//     it is read. A receiver that can authenticate a delivery from its
+//     header and query (integrations.WebhookAuthenticator) does so before
+//     the body is read, so an unauthenticated client makes the process read
+//     and hold none of it. Bodies are streamed (see ops.NewApp), never
+//     inflated, and handed to the receiver without a copy;
 //   - 500 when an event could not be applied (database or provider
 //     failure): nothing of that event is committed, and the provider's
 //     retry applies it (events of the delivery applied before it are
@@ -40,7 +45,6 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -123,30 +127,31 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // receiver (keyed by provider name), GET /healthz, /readyz (checks) and
 // /metrics (reg, which also gets the webhook's metrics).
 func New(receivers map[string]integrations.WebhookReceiver, st Store, log *slog.Logger, reg *prometheus.Registry, checks ...ops.Check) *fiber.App {
-	limits := map[string]int{}
-	appLimit := BodyLimit
-	for name, r := range receivers {
-		limits[name] = BodyLimit
-		if s, ok := r.(integrations.WebhookSizer); ok && s.MaxWebhookBytes() > 0 {
-			limits[name] = s.MaxWebhookBytes()
-		}
-		appLimit = max(appLimit, limits[name])
-	}
-	app := fiber.New(fiber.Config{
+	return NewWithLimits(ops.Limits{}, receivers, st, log, reg, checks...)
+}
+
+// NewWithLimits is New with the server's connection and time limits (zero
+// fields: ops defaults).
+func NewWithLimits(limits ops.Limits, receivers map[string]integrations.WebhookReceiver, st Store, log *slog.Logger, reg *prometheus.Registry, checks ...ops.Check) *fiber.App {
+	// Bodies are streamed: each route reads its own with ops.ReadBody, up
+	// to its own limit, once the receiver has authenticated what it can
+	// without the body.
+	app := ops.NewApp(fiber.Config{
 		AppName:               "tandem-webhook",
-		BodyLimit:             appLimit, // each route checks its own limit too
 		DisableStartupMessage: true,
 		ErrorHandler:          errorHandler(log),
-		ReadTimeout:           30 * time.Second,
 		WriteTimeout:          30 * time.Second,
-		IdleTimeout:           2 * time.Minute,
-	})
-	app.Use(ops.Middleware(log, ops.NewHTTPMetrics(reg)))
+	}, limits, log, ops.NewHTTPMetrics(reg))
 	ops.Mount(app, reg, checks...)
 	m := newMetrics(reg)
 	for _, name := range slices.Sorted(maps.Keys(receivers)) {
-		h := &handler{name: name, recv: receivers[name], store: st, log: log.With("provider", name), m: m, limit: limits[name]}
+		limit := BodyLimit
+		if s, ok := receivers[name].(integrations.WebhookSizer); ok && s.MaxWebhookBytes() > 0 {
+			limit = s.MaxWebhookBytes()
+		}
+		h := &handler{name: name, recv: receivers[name], store: st, log: log.With("provider", name), m: m, limit: limit}
 		h.responder, _ = receivers[name].(integrations.WebhookResponder)
+		h.auth, _ = receivers[name].(integrations.WebhookAuthenticator)
 		app.Post("/webhook/"+name, h.serve)
 	}
 	return app
@@ -157,6 +162,7 @@ type handler struct {
 	name      string
 	recv      integrations.WebhookReceiver
 	responder integrations.WebhookResponder
+	auth      integrations.WebhookAuthenticator
 	store     Store
 	log       *slog.Logger
 	limit     int // largest body accepted
@@ -174,22 +180,38 @@ type outcomeJSON struct {
 func (h *handler) serve(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	log := ops.Logger(ctx, h.log) // h.log names the provider
-	if len(c.Request().Body()) > h.limit {
-		return fiber.ErrRequestEntityTooLarge
-	}
-	// Fiber reuses its buffers once the handler returns: copy what the
-	// receiver gets. The raw body (not c.Body(), which would decode a
-	// Content-Encoding) is what the signature covers.
-	req := integrations.WebhookRequest{Header: http.Header{}, Query: url.Values{}, Body: bytes.Clone(c.Request().Body())}
+	// Copies: Fiber reuses its buffers once the handler returns, and a
+	// receiver may keep what it gets.
+	req := integrations.WebhookRequest{Header: http.Header{}, Query: url.Values{}}
 	c.Request().Header.VisitAll(func(k, v []byte) { req.Header.Add(string(k), string(v)) })
 	c.Request().URI().QueryArgs().VisitAll(func(k, v []byte) { req.Query.Add(string(k), string(v)) })
+	var err error
+	if h.auth != nil {
+		// Before the body: an unauthenticated client makes the process
+		// read and hold none of it.
+		err = h.auth.AuthenticateWebhook(req.Header, req.Query)
+	}
+	if err == nil {
+		// The raw body as received (never inflated), which the signature
+		// covers; ReadBody's bytes are ours, not Fiber's.
+		req.Body, err = ops.ReadBody(c, h.limit)
+		if err != nil {
+			return err
+		}
+		events, perr := h.recv.ParseWebhook(ctx, req)
+		return h.answer(c, log, events, perr)
+	}
+	return h.answer(c, log, nil, err)
+}
 
-	events, err := h.recv.ParseWebhook(ctx, req)
+// answer answers a delivery whose parsing gave events and err.
+func (h *handler) answer(c *fiber.Ctx, log *slog.Logger, events []integrations.InboundEvent, err error) error {
+	ctx := c.UserContext()
 	switch {
 	case errors.Is(err, integrations.ErrUnverified):
 		h.m.rejected.WithLabelValues(h.name, "unverified").Inc()
 		log.Warn("webhook refused: not verified", "error", err.Error())
-		return problem(fiber.StatusBadRequest, "unverified", "the delivery's signature is missing, wrong or too old")
+		return problem(fiber.StatusBadRequest, "unverified", "the delivery's signature is missing, wrong, or dated outside the allowed window")
 	case errors.Is(err, integrations.ErrUnauthenticated):
 		h.m.rejected.WithLabelValues(h.name, "unauthenticated").Inc()
 		log.Warn("webhook refused: not authenticated", "error", err.Error())

@@ -30,9 +30,32 @@ const (
 const TokenParameter = "token"
 
 var (
-	_ integrations.WebhookReceiver  = (*Adapter)(nil)
-	_ integrations.WebhookResponder = (*Adapter)(nil)
+	_ integrations.WebhookReceiver      = (*Adapter)(nil)
+	_ integrations.WebhookResponder     = (*Adapter)(nil)
+	_ integrations.WebhookAuthenticator = (*Adapter)(nil)
 )
+
+// AuthenticateWebhook checks the token query parameter (exactly one,
+// SALESFORCE_WEBHOOK_SECRET, compared in constant time) before any body is
+// read: an error wrapping integrations.ErrUnauthenticated otherwise.
+func (a *Adapter) AuthenticateWebhook(_ http.Header, query url.Values) error {
+	if a.inboundErr != nil {
+		return a.inboundErr
+	}
+	tokens := query[TokenParameter]
+	if len(tokens) == 1 && a.cfg.Inbound.CheckToken(tokens[0]) {
+		return nil
+	}
+	what := "a wrong " + TokenParameter + " parameter"
+	switch {
+	case len(tokens) == 0:
+		what = "no " + TokenParameter + " parameter"
+	case len(tokens) > 1:
+		what = "several " + TokenParameter + " parameters"
+	}
+	return fmt.Errorf("%w: salesforce: the request URL carries %s (the Outbound Message endpoint URL must end in ?%s=<SALESFORCE_WEBHOOK_SECRET>)",
+		integrations.ErrUnauthenticated, what, TokenParameter)
+}
 
 // CheckWebhookConfig reports missing or invalid inbound settings
 // (SALESFORCE_WEBHOOK_SECRET, SALESFORCE_ORG_ID,
@@ -69,17 +92,8 @@ func (a *Adapter) ParseWebhook(ctx context.Context, req integrations.WebhookRequ
 		return nil, a.inboundErr
 	}
 	in := a.cfg.Inbound
-	tokens := req.Query[TokenParameter]
-	if len(tokens) != 1 || !in.CheckToken(tokens[0]) {
-		what := "a wrong " + TokenParameter + " parameter"
-		switch {
-		case len(tokens) == 0:
-			what = "no " + TokenParameter + " parameter"
-		case len(tokens) > 1:
-			what = "several " + TokenParameter + " parameters"
-		}
-		return nil, fmt.Errorf("%w: salesforce: the request URL carries %s (the Outbound Message endpoint URL must end in ?%s=<SALESFORCE_WEBHOOK_SECRET>)",
-			integrations.ErrUnauthenticated, what, TokenParameter)
+	if err := a.AuthenticateWebhook(req.Header, req.Query); err != nil {
+		return nil, err
 	}
 	if ct := req.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || (mt != "text/xml" && mt != "application/xml") {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,8 +18,10 @@ import (
 	"github.com/tandem-sync/tandem/internal/integrations"
 )
 
-// WebhookTolerance is how old a Stripe-Signature timestamp may be (Stripe's
-// own default): older deliveries are refused as replays.
+// WebhookTolerance is how far a Stripe-Signature timestamp may be from now,
+// either way (Stripe's own default): older deliveries are refused as
+// replays, and deliveries dated ahead of it as forged or from a broken
+// clock.
 const WebhookTolerance = 300 * time.Second
 
 // APIVersion is the Stripe API version the webhook endpoint must be pinned
@@ -36,7 +40,58 @@ const (
 // receiver maps customers without them.
 const ReservedMetadataPrefix = "tandem_"
 
-var _ integrations.WebhookReceiver = (*Adapter)(nil)
+var (
+	_ integrations.WebhookReceiver      = (*Adapter)(nil)
+	_ integrations.WebhookAuthenticator = (*Adapter)(nil)
+)
+
+// AuthenticateWebhook refuses, before the body is read, a delivery whose
+// Stripe-Signature header is missing, repeated, malformed, carries no v1
+// signature, or is dated more than WebhookTolerance from now (either way):
+// an error wrapping integrations.ErrUnverified. The signature itself
+// needs the body: ParseWebhook checks it.
+func (a *Adapter) AuthenticateWebhook(header http.Header, _ url.Values) error {
+	if err := a.CheckWebhookConfig(); err != nil {
+		return err
+	}
+	values := header.Values("Stripe-Signature")
+	if len(values) != 1 {
+		return fmt.Errorf("%w: stripe: %d Stripe-Signature headers, want one", integrations.ErrUnverified, len(values))
+	}
+	return checkSignatureTime(values[0], time.Now())
+}
+
+// checkSignatureTime checks the t= of a Stripe-Signature header against
+// now, within WebhookTolerance either way (stripe-go only refuses old
+// ones), and that it carries a v1 signature.
+func checkSignatureTime(h string, now time.Time) error {
+	var ts int64
+	var haveT, haveV1 bool
+	for _, part := range strings.Split(h, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "t":
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || haveT {
+				return fmt.Errorf("%w: stripe: %w", integrations.ErrUnverified, webhook.ErrInvalidHeader)
+			}
+			ts, haveT = n, true
+		case "v1":
+			haveV1 = true
+		}
+	}
+	if !haveT || !haveV1 {
+		return fmt.Errorf("%w: stripe: %w", integrations.ErrUnverified, webhook.ErrInvalidHeader)
+	}
+	if d := now.Sub(time.Unix(ts, 0)); d > WebhookTolerance || d < -WebhookTolerance {
+		return fmt.Errorf("%w: stripe: the signature is dated %s, more than %s from now", integrations.ErrUnverified,
+			time.Unix(ts, 0).UTC().Format(time.RFC3339), WebhookTolerance)
+	}
+	return nil
+}
 
 // CheckWebhookConfig reports a missing STRIPE_WEBHOOK_SECRET.
 func (a *Adapter) CheckWebhookConfig() error {
@@ -49,7 +104,8 @@ func (a *Adapter) CheckWebhookConfig() error {
 // ParseWebhook verifies a Stripe webhook delivery (its header and raw body;
 // the query is not read) and decodes its event. The Stripe-Signature header
 // must carry a v1 signature of body made with
-// Config.WebhookSecret at most WebhookTolerance ago (else an error wrapping
+// Config.WebhookSecret at most WebhookTolerance from now, before or after
+// (else an error wrapping
 // integrations.ErrUnverified). The body must be JSON (Content-Type
 // application/json), an event of APIVersion (unless
 // Config.AcceptAPIVersionMismatch), with an id and a time; a customer event
@@ -65,6 +121,9 @@ func (a *Adapter) ParseWebhook(_ context.Context, req integrations.WebhookReques
 		return nil, err
 	}
 	header, body := req.Header, req.Body
+	if err := a.AuthenticateWebhook(header, req.Query); err != nil {
+		return nil, err
+	}
 	ev, err := webhook.ConstructEventWithOptions(body, header.Get("Stripe-Signature"), a.cfg.WebhookSecret,
 		webhook.ConstructEventOptions{Tolerance: WebhookTolerance, IgnoreAPIVersionMismatch: true})
 	switch {

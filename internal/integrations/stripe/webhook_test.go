@@ -110,11 +110,14 @@ func TestParseWebhookRefusesUnverifiedDeliveries(t *testing.T) {
 		customerObject("cus_1", "a@example.com", "A", "", nil))
 	ok := signed(body, whsec, time.Now())
 	for name, h := range map[string]http.Header{
-		"missing":      {"Content-Type": {"application/json"}},
-		"garbage":      {"Stripe-Signature": {"nonsense"}, "Content-Type": {"application/json"}},
-		"wrong secret": signed(body, "whsec_other", time.Now()),
-		"expired":      signed(body, whsec, time.Now().Add(-stripe.WebhookTolerance-5*time.Second)),
-		"other body":   ok.Clone(),
+		"missing":                       {"Content-Type": {"application/json"}},
+		"garbage":                       {"Stripe-Signature": {"nonsense"}, "Content-Type": {"application/json"}},
+		"wrong secret":                  signed(body, "whsec_other", time.Now()),
+		"expired":                       signed(body, whsec, time.Now().Add(-stripe.WebhookTolerance-5*time.Second)),
+		"an hour ahead":                 signed(body, whsec, time.Now().Add(time.Hour)),
+		"ten years ahead":               signed(body, whsec, time.Now().AddDate(10, 0, 0)),
+		"just past the tolerance ahead": signed(body, whsec, time.Now().Add(stripe.WebhookTolerance+5*time.Second)),
+		"other body":                    ok.Clone(),
 	} {
 		payload := body
 		if name == "other body" {
@@ -122,6 +125,11 @@ func TestParseWebhookRefusesUnverifiedDeliveries(t *testing.T) {
 		}
 		_, err := a.ParseWebhook(context.Background(), integrations.WebhookRequest{Header: h, Body: payload})
 		require.ErrorIs(t, err, integrations.ErrUnverified, name)
+	}
+	// Within the tolerance either way (clocks differ): accepted.
+	for _, at := range []time.Time{time.Now().Add(stripe.WebhookTolerance - 30*time.Second), time.Now().Add(-stripe.WebhookTolerance + 30*time.Second)} {
+		_, err := a.ParseWebhook(context.Background(), integrations.WebhookRequest{Header: signed(body, whsec, at), Body: body})
+		require.NoError(t, err, at)
 	}
 }
 
