@@ -61,7 +61,8 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	if cfg.HTTP.MaxConnsPerIP == 0 {
 		limits.MaxConnsPerIP = -1 // none
 	}
-	app := webhook.NewWithLimits(limits, receivers, st, log, reg, ops.Check{Name: "mysql", Fn: st.Ping})
+	app := webhook.NewWith(webhook.Options{Limits: limits, NoInboundCreate: !cfg.InboundCreate}, receivers, st, log, reg,
+		ops.Check{Name: "mysql", Fn: st.Ping})
 	routes := make([]string, 0, len(receivers))
 	for name := range receivers {
 		routes = append(routes, "/webhook/"+name)

@@ -43,6 +43,9 @@ type Config struct {
 	Worker      WorkerConfig    // TANDEM_WORKER_*
 	Shutdown    time.Duration   // TANDEM_SHUTDOWN_TIMEOUT: drain deadline on SIGTERM
 	HTTP        HTTPConfig      // TANDEM_HTTP_*
+	// InboundCreate is TANDEM_INBOUND_CREATE: make users of unknown remote
+	// objects (a customer made in the dashboard, a Checkout guest).
+	InboundCreate bool
 
 	k *koanf.Koanf
 }
@@ -80,6 +83,7 @@ var defaults = map[string]any{
 	"worker_addr":            ":8082",
 	"api_tokens":             "",
 	"providers":              "stripe",
+	"inbound_create":         "true",
 	"provider":               "",
 	"max_attempts":           "10",
 	"retry_tiers":            "1s,10s,1m,10m",
@@ -148,6 +152,7 @@ func Load(environ []string, providers []string) (*Config, error) {
 	c.WorkerAddr = k.String("worker_addr")
 	c.APITokens = splitList(k.String("api_tokens"))
 	c.Providers = splitList(strings.ToLower(k.String("providers")))
+	c.InboundCreate = c.boolean("inbound_create", &errs)
 	c.Provider = strings.ToLower(strings.TrimSpace(k.String("provider")))
 	c.LogLevel = strings.ToLower(k.String("log_level"))
 	c.MaxAttempts = c.positiveInt("max_attempts", &errs)
@@ -285,6 +290,15 @@ func (c *Config) positiveInt(key string, errs *[]error) int {
 		return 0
 	}
 	return n
+}
+
+func (c *Config) boolean(key string, errs *[]error) bool {
+	v := strings.TrimSpace(c.k.String(key))
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("config: %s %q: want true or false", EnvName(key), v))
+	}
+	return b
 }
 
 func (c *Config) duration(key string, errs *[]error) time.Duration {

@@ -166,10 +166,24 @@ type InboundResult struct {
 // (outside the transaction) and apply the event again with what it read.
 var errNeedRefetch = errors.New("the remote object must be re-read")
 
-// refetched is the outcome of a re-read, carried into the second run.
+// needRefetch is errNeedRefetch with the link's lease sequence as it was
+// before the re-read: a re-read is only good while no push was claimed or
+// recorded since (a push that landed after the read makes it stale).
+type needRefetch struct{ seq int64 }
+
+func (needRefetch) Error() string        { return errNeedRefetch.Error() }
+func (needRefetch) Is(target error) bool { return target == errNeedRefetch }
+
+// maxRefetches bounds the re-reads of one event (each made stale by a push
+// of the same object meanwhile); past it the event fails and the provider
+// delivers it again later.
+const maxRefetches = 3
+
+// refetched is the outcome of a re-read, carried into the next run.
 type refetched struct {
 	state RemoteState
 	found bool
+	seq   int64 // the link's lease sequence before the re-read
 }
 
 // errRaceLost asks ApplyInbound to run its transaction again: a concurrent
@@ -249,18 +263,22 @@ func (s *Store) ApplyInbound(ctx context.Context, provider string, ev InboundCha
 		ev.UserID = "" // not an id Tandem made: no user is tagged
 	}
 	var re *refetched
+	refetches := 0
 	for attempt := 1; ; attempt++ {
 		res, err := s.applyInbound(ctx, provider, ev, re)
-		if errors.Is(err, errNeedRefetch) && re == nil && refetch != nil {
+		var need needRefetch
+		if errors.As(err, &need) && refetch != nil && refetches < maxRefetches {
+			refetches++
 			st, found, ferr := refetch(ctx)
 			if ferr != nil {
 				return InboundResult{}, fmt.Errorf("applying %s event %s: re-reading object %s: %w", provider, ev.EventID, ev.RemoteID, ferr)
 			}
-			re = &refetched{state: st, found: found}
+			re = &refetched{state: st, found: found, seq: need.seq}
+			attempt--
 			continue
 		}
 		if errors.Is(err, errNeedRefetch) {
-			err = errors.New("the event may not be the latest and no re-read is possible")
+			err = errors.New("the event may not be the latest and no re-read could settle it (no re-read possible, or pushes of the object kept landing meanwhile)")
 		}
 		if err != nil && attempt < 6 && retryable(err) {
 			continue

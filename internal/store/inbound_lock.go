@@ -14,7 +14,7 @@ import (
 // holds the row and then needs that index.
 const lockLinkedSQL = `SELECT l.user_id, l.provider, l.remote_id, l.status, l.synced_version, l.pushed_hash,
 	l.metadata_keys, l.last_inbound_at, l.last_error, l.synced_at, l.updated_at,
-	l.attempt_version, l.attempt_hash, l.attempt_email, l.attempt_at, l.lease_seq, l.lease_until, l.pushed_remote_at,
+	l.attempt_version, l.attempt_hash, l.attempt_email, l.attempt_at, l.lease_seq, l.lease_until, l.pushed_remote_at, l.recent_hashes,
 	u.id, u.email, u.name, u.phone, u.metadata, u.version, u.changed_by, u.api_version, u.api_changed_at,
 	u.created_at, u.updated_at, u.deleted_at
 	FROM provider_links l STRAIGHT_JOIN users u ON u.id = l.user_id
@@ -62,7 +62,7 @@ func (t *inboundTx) lockLinkedUser(id string) (Link, User, bool, error) {
 	var r userRow
 	if err := rows.Scan(&l.UserID, &l.Provider, &l.RemoteID, &l.Status, &l.SyncedVersion, &l.PushedHash,
 		&l.MetadataKeys, &l.LastInboundAt, &l.LastError, &l.SyncedAt, &l.UpdatedAt,
-		&l.AttemptVersion, &l.AttemptHash, &l.AttemptEmail, &l.AttemptAt, &l.LeaseSeq, &l.LeaseUntil, &l.PushedRemoteAt,
+		&l.AttemptVersion, &l.AttemptHash, &l.AttemptEmail, &l.AttemptAt, &l.LeaseSeq, &l.LeaseUntil, &l.PushedRemoteAt, &l.RecentHashes,
 		&r.ID, &r.Email, &r.Name, &r.Phone, &r.Metadata, &r.Version, &r.ChangedBy, &r.APIVersion, &r.APIChangedAt,
 		&r.CreatedAt, &r.UpdatedAt, &r.DeletedAt); err != nil {
 		return Link{}, User{}, false, fmt.Errorf("reading link: %w", err)

@@ -74,6 +74,10 @@ func (t *inboundTx) known(l Link, cur *User, claimed bool) error {
 		return t.outcome(InboundStale, l.UserID, "older than the last applied event ("+l.LastInboundAt.UTC().Format(time.RFC3339Nano)+")")
 	}
 	state := ev.State
+	// A push claimed or recorded since the re-read may have landed after
+	// it: the re-read state is then applied, but not taken for what the
+	// provider holds (the user is pushed back to it).
+	doubt := t.re != nil && t.re.seq != l.LeaseSeq
 	if t.re != nil {
 		if !t.re.found {
 			return t.outcome(InboundStale, l.UserID, "the remote object is gone; its deletion event applies")
@@ -93,28 +97,17 @@ func (t *inboundTx) known(l Link, cur *User, claimed bool) error {
 		return t.link(l, *cur, state, set)
 	}
 
-	// 5. A state the provider is known to hold, or may hold through a push
-	// whose answer Tandem never saw, changes none of the synced fields:
-	// the event is about something Tandem does not sync (a payment
-	// method, an address) or it is the echo of a push.
-	if l.AttemptHash != nil && *l.AttemptHash == state.Hash {
-		set["pushed_hash"] = state.Hash // the push landed
-		set["attempt_version"], set["attempt_hash"], set["attempt_email"], set["attempt_at"] = nil, nil, nil, nil
-		if err := t.writeLink(l.UserID, set); err != nil {
-			return err
-		}
-		return t.outcome(InboundEcho, l.UserID, "the state of Tandem's push in flight")
-	}
-	if l.PushedHash != nil && *l.PushedHash == state.Hash {
-		if l.Status == LinkConflict {
-			// The remote object is back to what Tandem pushed: whatever
-			// conflicted is gone.
-			set["status"], set["last_error"] = LinkSynced, nil
-		}
-		if err := t.writeLink(l.UserID, set); err != nil {
-			return err
-		}
-		return t.outcome(InboundEcho, l.UserID, "changes none of the synced fields (the state the provider is known to hold)")
+	// 5. A state the provider is known to hold, may hold through a push
+	// whose answer Tandem never saw, or was sent by one of Tandem's recent
+	// pushes (a late one can land after a newer one) changes none of the
+	// synced fields as far as Tandem can tell: the event is about something
+	// Tandem does not sync (a payment method, an address), or it shows one
+	// of Tandem's own pushes. Nothing is applied; if that is not the user's
+	// state, the user is pushed again (Tandem's current state wins over its
+	// own late pushes).
+	inFlight := l.AttemptHash != nil && *l.AttemptHash == state.Hash
+	if inFlight || l.PushedHash != nil && *l.PushedHash == state.Hash || l.pushedRecently(state.Hash) {
+		return t.ownState(l, *cur, state, set, inFlight)
 	}
 	if state.Invalid != "" {
 		return t.conflict(l.UserID, set, InboundInvalid, fmt.Sprintf("%s object %s: %s; event %s was not applied",
@@ -130,7 +123,7 @@ func (t *inboundTx) known(l Link, cur *User, claimed bool) error {
 
 	// 7. A tie, or an event that may predate Tandem's last push: re-read.
 	if t.re == nil && t.ambiguous(l) {
-		return errNeedRefetch
+		return needRefetch{seq: l.LeaseSeq}
 	}
 	if problem := invalidState(state); problem != "" {
 		return t.conflict(l.UserID, set, InboundInvalid, fmt.Sprintf("%s object %s %s; event %s was not applied",
@@ -165,6 +158,17 @@ func (t *inboundTx) known(l Link, cur *User, claimed bool) error {
 	}
 	t.res.Version = next.Version
 	set["last_error"] = nil
+	if doubt && outcome == InboundApplied {
+		set["status"], set["synced_version"], set["pushed_hash"] = LinkPending, min(l.SyncedVersion, next.Version-1), nil
+		if err := t.tx.Create(t.s.newEvent(next, EventUserUpdated, t.provider)).Error; err != nil {
+			return fmt.Errorf("inserting outbox row: %w", translate(err))
+		}
+		t.announced = true
+		if err := t.writeLink(l.UserID, set, true); err != nil {
+			return err
+		}
+		return t.outcome(outcome, l.UserID, "applied from a re-read that a push may have overtaken; the user is pushed back")
+	}
 	if state.KeepMetadata && l.SyncedVersion < cur.Version {
 		// The provider holds no (readable) metadata: it does not hold the
 		// user's unpushed change of it either, so the pending push stays
@@ -183,6 +187,42 @@ func (t *inboundTx) known(l Link, cur *User, claimed bool) error {
 		return err
 	}
 	return t.outcome(outcome, l.UserID, "")
+}
+
+// ownState records an event whose state is one Tandem pushed (see rule 5
+// of ApplyInbound): the provider holds it now. If that is not the user's
+// state and no push is pending, the link is set back and an outbox row asks
+// the worker to push the user.
+func (t *inboundTx) ownState(l Link, cur User, state RemoteState, set map[string]any, inFlight bool) error {
+	set["pushed_hash"] = state.Hash
+	if inFlight {
+		set["attempt_version"], set["attempt_hash"], set["attempt_email"], set["attempt_at"] = nil, nil, nil, nil
+	}
+	held := cur
+	held.Email, held.Name, held.Phone = state.Email, state.Name, state.Phone
+	if !state.KeepMetadata {
+		held.Metadata = state.Metadata
+	}
+	detail := "changes none of the synced fields (a state Tandem pushed)"
+	switch {
+	case !sameState(cur, held) && l.SyncedVersion >= cur.Version && !inFlight:
+		// A late push of an older state landed over the user's: push the
+		// user again.
+		set["synced_version"], set["status"] = max(cur.Version-1, 0), LinkPending
+		if err := t.tx.Create(t.s.newEvent(cur, EventUserUpdated, t.provider)).Error; err != nil {
+			return fmt.Errorf("inserting outbox row: %w", translate(err))
+		}
+		t.announced = true
+		detail = "the provider holds an older state Tandem pushed; the user is pushed again"
+	case l.Status == LinkConflict && sameState(cur, held):
+		// The remote object is back to the user's state: whatever
+		// conflicted is gone.
+		set["status"], set["last_error"] = LinkSynced, nil
+	}
+	if err := t.writeLink(l.UserID, set); err != nil {
+		return err
+	}
+	return t.outcome(InboundEcho, l.UserID, detail)
 }
 
 // olderThanLocalChange records an event older than the user's API change

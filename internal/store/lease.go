@@ -160,7 +160,7 @@ const syncSelect = `SELECT u.id, u.email, u.name, u.phone, u.metadata, u.version
 		l.last_inbound_at AS l_last_inbound_at, l.last_error AS l_last_error, l.synced_at AS l_synced_at,
 		l.updated_at AS l_updated_at, l.attempt_version AS l_attempt_version, l.attempt_hash AS l_attempt_hash,
 		l.attempt_email AS l_attempt_email, l.attempt_at AS l_attempt_at, l.lease_seq AS l_lease_seq,
-		l.lease_until AS l_lease_until, l.pushed_remote_at AS l_pushed_remote_at
+		l.lease_until AS l_lease_until, l.pushed_remote_at AS l_pushed_remote_at, l.recent_hashes AS l_recent_hashes
 	FROM users u LEFT JOIN provider_links l ON l.user_id = u.id AND l.provider = ?
 	WHERE u.id = ?`
 
@@ -193,9 +193,9 @@ func (s *Store) readSync(ctx context.Context, userID, provider string) (User, Li
 func (s *Store) claim(ctx context.Context, l Link, a Attempt, ttl time.Duration, owner string) (int64, bool, error) {
 	res := s.db.WithContext(ctx).Exec(`UPDATE provider_links FORCE INDEX (PRIMARY)
 		SET lease_seq = lease_seq + 1, lease_until = DATE_ADD(NOW(6), INTERVAL ? MICROSECOND), lease_owner = ?,
-			attempt_version = ?, attempt_hash = ?, attempt_email = ?, attempt_at = NOW(6)
+			attempt_version = ?, attempt_hash = ?, attempt_email = ?, attempt_at = NOW(6), recent_hashes = ?
 		WHERE user_id = ? AND provider = ? AND lease_seq = ? AND (lease_until IS NULL OR lease_until <= NOW(6))`,
-		ttl.Microseconds(), owner, a.Version, a.Hash, a.Email, l.UserID, l.Provider, l.LeaseSeq)
+		ttl.Microseconds(), owner, a.Version, nullString(a.Hash), a.Email, l.withRecent(a.Hash), l.UserID, l.Provider, l.LeaseSeq)
 	if res.Error != nil {
 		return 0, false, fmt.Errorf("claiming the sync lease: %w", translate(res.Error))
 	}
@@ -258,7 +258,7 @@ func (s *Store) record(ctx context.Context, l Link, seq int64, owner string, a A
 			synced_version = LEAST(synced_version, ?), status = IF(status = ?, ?, status), updated_at = ?,
 			lease_until = IF(lease_owner = ?, NULL, lease_until)
 		WHERE user_id = ? AND provider = ?`,
-		a.Version, a.Hash, a.Email, max(a.Version-1, 0), LinkSynced, LinkPending, s.clock(), owner, l.UserID, l.Provider).Error
+		a.Version, nullString(a.Hash), a.Email, max(a.Version-1, 0), LinkSynced, LinkPending, s.clock(), owner, l.UserID, l.Provider).Error
 	if err != nil {
 		return fmt.Errorf("marking a fenced-off push unknown: %w", translate(err))
 	}
@@ -316,6 +316,7 @@ type syncRow struct {
 	LLeaseSeq                   *int64
 	LLeaseUntil                 *time.Time
 	LPushedRemoteAt             *time.Time
+	LRecentHashes               *string
 }
 
 func (r syncRow) split() (User, Link, error) {
@@ -326,7 +327,7 @@ func (r syncRow) split() (User, Link, error) {
 		PushedHash: r.LPushedHash, MetadataKeys: r.LMetadataKeys,
 		LastInboundAt: r.LLastInboundAt, LastError: r.LLastError, SyncedAt: r.LSyncedAt,
 		AttemptVersion: r.LAttemptVersion, AttemptHash: r.LAttemptHash, AttemptEmail: r.LAttemptEmail, AttemptAt: r.LAttemptAt,
-		LeaseUntil: r.LLeaseUntil, PushedRemoteAt: r.LPushedRemoteAt}
+		LeaseUntil: r.LLeaseUntil, PushedRemoteAt: r.LPushedRemoteAt, RecentHashes: r.LRecentHashes}
 	if r.LSyncedVersion != nil {
 		l.SyncedVersion = *r.LSyncedVersion
 	}
@@ -337,6 +338,13 @@ func (r syncRow) split() (User, Link, error) {
 		l.UpdatedAt = *r.LUpdatedAt
 	}
 	return u, l, err
+}
+
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 func deref(s *string) string {

@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -44,6 +46,45 @@ type Link struct {
 	// PushedRemoteAt is the provider's clock when it answered the last
 	// confirmed push (nil if it did not say).
 	PushedRemoteAt *time.Time
+	// RecentHashes is a JSON array of the states of the last pushes
+	// (RecentPushes), newest last.
+	RecentHashes *string
+}
+
+// RecentPushesKept is how many of a link's last pushed states are kept.
+const RecentPushesKept = 8
+
+// RecentPushes returns the states of the link's last pushes, newest last.
+func (l Link) RecentPushes() []string {
+	if l.RecentHashes == nil {
+		return nil
+	}
+	var hashes []string
+	_ = json.Unmarshal([]byte(*l.RecentHashes), &hashes)
+	return hashes
+}
+
+// withRecent returns the JSON of l's recent pushes with h added.
+func (l Link) withRecent(h string) *string {
+	hashes := l.RecentPushes()
+	if h != "" {
+		hashes = append(slices.DeleteFunc(hashes, func(x string) bool { return x == h }), h)
+	}
+	if len(hashes) > RecentPushesKept {
+		hashes = hashes[len(hashes)-RecentPushesKept:]
+	}
+	if len(hashes) == 0 {
+		return nil
+	}
+	b, _ := json.Marshal(hashes)
+	s := string(b)
+	return &s
+}
+
+// pushedRecently reports whether h is the state of one of l's recent
+// pushes.
+func (l Link) pushedRecently(h string) bool {
+	return h != "" && slices.Contains(l.RecentPushes(), h)
 }
 
 // Unsure reports whether a push of this link has an unknown outcome: the

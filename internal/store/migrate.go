@@ -248,6 +248,12 @@ var migrationApplied = map[uint]func(ctx context.Context, db *sql.DB) (bool, err
 	4: func(ctx context.Context, db *sql.DB) (bool, error) {
 		return columnType(ctx, db, "users", "changed_by", "")
 	},
+	5: func(ctx context.Context, db *sql.DB) (bool, error) {
+		return columnType(ctx, db, "provider_links", "recent_hashes", "")
+	},
+	6: func(ctx context.Context, db *sql.DB) (bool, error) {
+		return columnType(ctx, db, "users", "api_changed_at", "")
+	},
 }
 
 // copyingMigrations are the migrations that copy a whole table (MariaDB

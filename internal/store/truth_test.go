@@ -138,3 +138,94 @@ func TestAnotherProvidersChangeDoesNotHideAnUnpushedAPIChange(t *testing.T) {
 		}
 	}
 }
+
+// pushState records a successful push of the user's current state to remote,
+// as the worker does.
+func pushState(t *testing.T, st *store.Store, userID, remote string) {
+	t.Helper()
+	err := st.Sync(context.Background(), userID, "stripe", time.Minute, func(cur store.User, _ store.Link) store.Plan {
+		return store.Plan{Attempt: store.Attempt{Version: cur.Version, Hash: state(cur.Email, cur.Name, cur.Metadata).Hash, Email: cur.Email}}
+	}, func(_ context.Context, cur store.User, _ store.Link, _ int64) (store.LinkUpdate, error) {
+		h := state(cur.Email, cur.Name, cur.Metadata).Hash
+		return store.LinkUpdate{Status: store.LinkSynced, RemoteID: &remote, SyncedVersion: &cur.Version, PushedHash: &h, ClearAttempt: true}, nil
+	})
+	require.NoError(t, err)
+}
+
+// TestALatePushOfAnOlderStateIsNotARemoteEdit: the provider shows a state
+// Tandem pushed earlier (a late push landed over a newer one, found by a
+// re-read): it is not applied as a remote edit (which would revert the user
+// everywhere); the user is pushed again instead.
+func TestALatePushOfAnOlderStateIsNotARemoteEdit(t *testing.T) {
+	t.Parallel()
+	st, dsn := testutil.NewStore(t)
+	ctx := context.Background()
+	u, err := st.CreateUser(ctx, store.NewUser{Email: "late@example.com", Name: "A"}, nil)
+	require.NoError(t, err)
+	pushState(t, st, u.ID, "cus_late")
+	name := "B"
+	b, err := st.UpdateUser(ctx, u.ID, store.Patch{Name: &name}, 0)
+	require.NoError(t, err)
+	pushState(t, st, u.ID, "cus_late")
+	before := outboxRows(t, dsn)
+
+	ev := change("cus_late", state(u.Email, "A", u.Metadata))
+	res, err := st.ApplyInbound(ctx, "stripe", ev, noRefetch(t))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundEcho, res.Outcome, res.Detail)
+	require.Contains(t, res.Detail, "pushed again")
+	got, err := st.GetUser(ctx, u.ID)
+	require.NoError(t, err)
+	require.Equal(t, "B", got.Name, "Tandem's own older state never reverts the user")
+	require.Equal(t, b.Version, got.Version)
+	l := link(t, st, u.ID)
+	require.Less(t, l.SyncedVersion, b.Version, "the provider does not hold the user's version")
+	require.Equal(t, ev.State.Hash, *l.PushedHash, "the provider holds A")
+	require.Equal(t, before+1, outboxRows(t, dsn), "the worker is asked to push the user again")
+}
+
+// TestNoCreateLeavesUnknownObjectsAlone: with TANDEM_INBOUND_CREATE=false an
+// unknown customer (a Checkout guest) makes no user, but one with a user's
+// email is still linked.
+func TestNoCreateLeavesUnknownObjectsAlone(t *testing.T) {
+	t.Parallel()
+	st, _ := testutil.NewStore(t)
+	ctx := context.Background()
+	guest := change("cus_guest", state("guest@example.com", "Guest", nil))
+	guest.NoCreate = true
+	res, err := st.ApplyInbound(ctx, "stripe", guest, noRefetch(t))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundIgnoredUnknown, res.Outcome)
+	_, err = st.CreateUser(ctx, store.NewUser{Email: "guest@example.com", Name: "Signed up later"}, nil)
+	require.NoError(t, err, "the guest's email is free for a sign-up")
+
+	again := change("cus_guest", state("guest@example.com", "Guest", nil))
+	again.NoCreate = true
+	res, err = st.ApplyInbound(ctx, "stripe", again, noRefetch(t))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundLinked, res.Outcome)
+}
+
+// TestATagAloneLinksNothing (finding 7): a customer someone tagged with a
+// user's id, with another email, is not linked and copies nothing; the
+// user's link shows the conflict, naming the customer.
+func TestATagAloneLinksNothing(t *testing.T) {
+	t.Parallel()
+	st, _ := testutil.NewStore(t)
+	ctx := context.Background()
+	victim, err := st.CreateUser(ctx, store.NewUser{Email: "victim@example.com", Name: "Victim"}, nil)
+	require.NoError(t, err)
+	forged := change("cus_forged", state("attacker@example.com", "Attacker", nil))
+	forged.UserID = victim.ID
+	res, err := st.ApplyInbound(ctx, "stripe", forged, noRefetch(t))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundConflict, res.Outcome)
+	got, err := st.GetUser(ctx, victim.ID)
+	require.NoError(t, err)
+	require.Equal(t, "victim@example.com", got.Email)
+	require.Equal(t, "Victim", got.Name)
+	l := link(t, st, victim.ID)
+	require.Nil(t, l.RemoteID, "not linked")
+	require.Equal(t, store.LinkConflict, l.Status)
+	require.Contains(t, *l.LastError, "cus_forged")
+}

@@ -127,12 +127,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // receiver (keyed by provider name), GET /healthz, /readyz (checks) and
 // /metrics (reg, which also gets the webhook's metrics).
 func New(receivers map[string]integrations.WebhookReceiver, st Store, log *slog.Logger, reg *prometheus.Registry, checks ...ops.Check) *fiber.App {
-	return NewWithLimits(ops.Limits{}, receivers, st, log, reg, checks...)
+	return NewWith(Options{}, receivers, st, log, reg, checks...)
 }
 
-// NewWithLimits is New with the server's connection and time limits (zero
-// fields: ops defaults).
-func NewWithLimits(limits ops.Limits, receivers map[string]integrations.WebhookReceiver, st Store, log *slog.Logger, reg *prometheus.Registry, checks ...ops.Check) *fiber.App {
+// Options tune NewWith.
+type Options struct {
+	// Limits are the server's connection and time limits (zero fields:
+	// ops defaults).
+	Limits ops.Limits
+	// NoInboundCreate turns off making users of unknown remote objects
+	// (TANDEM_INBOUND_CREATE=false): such an object is linked to the live
+	// user with its email, or ignored.
+	NoInboundCreate bool
+}
+
+// NewWith is New with options.
+func NewWith(o Options, receivers map[string]integrations.WebhookReceiver, st Store, log *slog.Logger, reg *prometheus.Registry, checks ...ops.Check) *fiber.App {
 	// Bodies are streamed: each route reads its own with ops.ReadBody, up
 	// to its own limit, once the receiver has authenticated what it can
 	// without the body.
@@ -141,7 +151,7 @@ func NewWithLimits(limits ops.Limits, receivers map[string]integrations.WebhookR
 		DisableStartupMessage: true,
 		ErrorHandler:          errorHandler(log),
 		WriteTimeout:          30 * time.Second,
-	}, limits, log, ops.NewHTTPMetrics(reg))
+	}, o.Limits, log, ops.NewHTTPMetrics(reg))
 	ops.Mount(app, reg, checks...)
 	m := newMetrics(reg)
 	for _, name := range slices.Sorted(maps.Keys(receivers)) {
@@ -149,7 +159,8 @@ func NewWithLimits(limits ops.Limits, receivers map[string]integrations.WebhookR
 		if s, ok := receivers[name].(integrations.WebhookSizer); ok && s.MaxWebhookBytes() > 0 {
 			limit = s.MaxWebhookBytes()
 		}
-		h := &handler{name: name, recv: receivers[name], store: st, log: log.With("provider", name), m: m, limit: limit}
+		h := &handler{name: name, recv: receivers[name], store: st, log: log.With("provider", name), m: m, limit: limit,
+			noCreate: o.NoInboundCreate}
 		h.responder, _ = receivers[name].(integrations.WebhookResponder)
 		h.auth, _ = receivers[name].(integrations.WebhookAuthenticator)
 		app.Post("/webhook/"+name, h.serve)
@@ -165,7 +176,8 @@ type handler struct {
 	auth      integrations.WebhookAuthenticator
 	store     Store
 	log       *slog.Logger
-	limit     int // largest body accepted
+	limit     int  // largest body accepted
+	noCreate  bool // TANDEM_INBOUND_CREATE=false
 	m         *metrics
 }
 
@@ -243,7 +255,9 @@ func (h *handler) answer(c *fiber.Ctx, log *slog.Logger, events []integrations.I
 			out = append(out, outcomeJSON{ID: ev.ID, Type: ev.RawType, Outcome: "unhandled"})
 			continue
 		}
-		res, err := h.store.ApplyInbound(ctx, h.name, change(ev), h.refetch(ev))
+		ch := change(ev)
+		ch.NoCreate = h.noCreate
+		res, err := h.store.ApplyInbound(ctx, h.name, ch, h.refetch(ev))
 		if err != nil {
 			h.m.events.WithLabelValues(h.name, string(ev.Kind), "error").Inc()
 			return h.fault(err)

@@ -19,9 +19,6 @@ const (
 	// rolling 24-hour API allowance (or its concurrent long-request
 	// allowance), which frees up over minutes to hours, not seconds.
 	LimitBackoff = 5 * time.Minute
-	// ServerErrorBackoff follows a 5xx answer (an instance in maintenance or
-	// failing), which is rarely over in seconds.
-	ServerErrorBackoff = time.Minute
 )
 
 // ErrMultipleMatches reports that the user's external id matches several
@@ -134,8 +131,9 @@ func parseErrors(body []byte) ([]ErrorItem, bool) {
 //   - 300: ErrMultipleMatches, permanent;
 //   - 403 REQUEST_LIMIT_EXCEEDED (or a 429): transient, RateLimited with
 //     LimitBackoff (or a longer Retry-After);
-//   - 5xx: transient, RateLimited with ServerErrorBackoff (or a longer
-//     Retry-After);
+//   - 5xx: transient (not RateLimited: the request may have executed, and
+//     the worker counts it towards its attempts and backs off by its retry
+//     tiers);
 //   - UNABLE_TO_LOCK_ROW (a record lock held by another transaction):
 //     transient;
 //   - 404 NOT_FOUND or ENTITY_IS_DELETED: integrations.ErrNotFound,
@@ -161,9 +159,9 @@ func classify(r response) error {
 		return integrations.RateLimited(ae, max(LimitBackoff, wait))
 	case r.status >= 500:
 		if !ok {
-			return integrations.RateLimited(unexpected(r), max(ServerErrorBackoff, wait))
+			return unexpected(r)
 		}
-		return integrations.RateLimited(ae, max(ServerErrorBackoff, wait))
+		return ae
 	case !ok:
 		return unexpected(r)
 	case ae.Has("UNABLE_TO_LOCK_ROW"):

@@ -73,10 +73,10 @@
 // # Errors
 //
 // Errors follow the contract's kinds (see package integrations): 403
-// REQUEST_LIMIT_EXCEEDED (and 429) and 5xx are transient and
-// rate-limited with a long wait (LimitBackoff, ServerErrorBackoff, or a
-// longer Retry-After); UNABLE_TO_LOCK_ROW and network failures are
-// transient; 404 NOT_FOUND and ENTITY_IS_DELETED match
+// REQUEST_LIMIT_EXCEEDED (and 429) are transient and rate-limited with a
+// long wait (LimitBackoff, or a longer Retry-After), which the worker waits
+// out without spending an attempt; 5xx, UNABLE_TO_LOCK_ROW and network
+// failures are transient; 404 NOT_FOUND and ENTITY_IS_DELETED match
 // integrations.ErrNotFound; any other 4xx is permanent and carries
 // Salesforce's message (APIError).
 //

@@ -1,4 +1,3 @@
-ALTER TABLE users DROP COLUMN api_changed_at, DROP COLUMN api_version;
 ALTER TABLE provider_links
-    DROP COLUMN pushed_remote_at, DROP COLUMN lease_owner, DROP COLUMN lease_until, DROP COLUMN lease_seq,
+    DROP COLUMN recent_hashes, DROP COLUMN pushed_remote_at, DROP COLUMN lease_owner, DROP COLUMN lease_until, DROP COLUMN lease_seq,
     DROP COLUMN attempt_at, DROP COLUMN attempt_email, DROP COLUMN attempt_hash, DROP COLUMN attempt_version;

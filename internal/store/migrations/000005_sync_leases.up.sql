@@ -15,16 +15,13 @@
 --                     the call; lease_seq is also the fencing token checked
 --                     when the outcome is recorded, and is bumped by inbound
 --                     changes so a push in flight cannot record over them.
+--   recent_hashes     the states of the last pushes (a JSON array, newest
+--                     last): a late push can land after a newer one was
+--                     recorded, so a state read back from the provider that
+--                     is one of them is Tandem's own, never a remote edit.
 --   pushed_remote_at  the provider's own clock (its Date header) when it
 --                     answered the last confirmed push: inbound events are
 --                     compared with it, one clock per comparison.
--- users:
---   api_version,      the last change made through the REST API (the one
---   api_changed_at    every provider is sent), kept apart from changed_by so
---                     a later change from another provider cannot hide it.
---                     NULL for rows written before this migration: the store
---                     then falls back to version/updated_at when changed_by
---                     is 'api' (no table rewrite here).
 
 ALTER TABLE provider_links
     ADD COLUMN attempt_version BIGINT UNSIGNED NULL,
@@ -35,9 +32,6 @@ ALTER TABLE provider_links
     ADD COLUMN lease_until DATETIME(6) NULL,
     ADD COLUMN lease_owner CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NULL,
     ADD COLUMN pushed_remote_at DATETIME(6) NULL,
-    ALGORITHM=INSTANT;
+    ADD COLUMN recent_hashes TEXT CHARACTER SET ascii COLLATE ascii_bin NULL,
+    ALGORITHM=INPLACE, LOCK=NONE;
 
-ALTER TABLE users
-    ADD COLUMN api_version BIGINT UNSIGNED NULL,
-    ADD COLUMN api_changed_at DATETIME(6) NULL,
-    ALGORITHM=INSTANT;

@@ -1,0 +1,1 @@
+ALTER TABLE users DROP COLUMN api_changed_at, DROP COLUMN api_version;
