@@ -32,7 +32,6 @@ func TestShippedFileLoads(t *testing.T) {
 	require.Equal(t, []time.Duration{time.Second, 10 * time.Second, time.Minute, 10 * time.Minute}, c.RetryTiers)
 	require.Equal(t, "25", c.ProviderSettings("stripe").String("rate_limit"))
 	require.Equal(t, config.HTTPConfig{MaxConns: 1024, MaxConnsPerIP: 128}, c.HTTP)
-	require.NoError(t, c.RequireAPITokens())
 }
 
 func TestEnvironmentOverridesFile(t *testing.T) {
