@@ -140,8 +140,9 @@ type RemoteObject struct {
 	WithoutMetadata bool
 }
 
-// WebhookRequest is one webhook delivery as received: the webhook copies it
-// out of the HTTP server's buffers, so a receiver may keep any part of it.
+// WebhookRequest is one webhook delivery as received. Nothing in it is the
+// HTTP server's (the header and query are copies; the body is read into a
+// buffer of its own), so a receiver may keep any part of it.
 type WebhookRequest struct {
 	// Header is the request header.
 	Header http.Header

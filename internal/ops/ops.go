@@ -198,6 +198,8 @@ func newID() string {
 
 // Serve runs app on addr until ctx is cancelled, then stops accepting
 // connections and waits up to timeout for in-flight requests to finish.
+// For an app built by NewApp it applies the connection caps of its Limits
+// (see Listener).
 func Serve(ctx context.Context, app *fiber.App, addr string, timeout time.Duration) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -44,6 +44,8 @@ type limitListener struct {
 	mu    sync.Mutex
 	conns map[string]int
 	open  int
+	// logs samples the log lines of refusals, per status.
+	logs [2]sampler
 }
 
 func refusal(status string, body string) string {
@@ -67,12 +69,12 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			ip = host
 		}
 		l.mu.Lock()
-		answer, code, why := "", "", ""
+		answer, code, why, kind := "", "", "", 0
 		switch {
 		case l.open >= l.limit.total:
 			answer, code, why = tooManyConns, "503", "connection refused: too many connections"
 		case l.limit.n > 0 && l.conns[ip] >= l.limit.n:
-			answer, code, why = tooManyFromIP, "429", "connection refused: too many from one address"
+			answer, code, why, kind = tooManyFromIP, "429", "connection refused: too many from one address", 1
 		default:
 			l.conns[ip]++
 			l.open++
@@ -85,7 +87,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			l.limit.m.requests.WithLabelValues("rejected", "other", code).Inc()
 		}
 		if l.limit.log != nil {
-			l.limit.log.Warn(why, "per_address", l.limit.n, "total", l.limit.total)
+			if ok, left := l.logs[kind].allow(time.Now()); ok {
+				l.limit.log.Warn(why, "per_address", l.limit.n, "total", l.limit.total, "left_out_since_last_line", left)
+			}
 		}
 		go func() {
 			_ = c.SetWriteDeadline(time.Now().Add(time.Second))

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -126,7 +127,12 @@ type servedKey struct{}
 // serverErrors wraps h so that the errors the server answers itself,
 // before any handler (a body or header too large, a request too slow, an
 // unreadable request), are logged and counted like requests.
+//
+// Log lines are sampled (one per status and second, with the count of
+// those left out) so that a flood leaves a trace, not a flooded log; the
+// metrics count every one.
 func serverErrors(h fiber.ErrorHandler, log *slog.Logger, m *HTTPMetrics) fiber.ErrorHandler {
+	var samplers sync.Map // status → *sampler
 	return func(c *fiber.Ctx, err error) error {
 		if c.Locals(servedKey{}) != nil {
 			return h(c, err)
@@ -140,12 +146,36 @@ func serverErrors(h fiber.ErrorHandler, log *slog.Logger, m *HTTPMetrics) fiber.
 			m.latency.WithLabelValues("rejected", method, code).Observe(0)
 		}
 		if log != nil {
-			log.LogAttrs(c.UserContext(), slog.LevelWarn, "request refused by the server",
-				slog.String("method", method), slog.String("route", "rejected"),
-				slog.Int("status", status), slog.String("error", err.Error()))
+			v, _ := samplers.LoadOrStore(status, &sampler{})
+			if ok, left := v.(*sampler).allow(time.Now()); ok {
+				log.LogAttrs(c.UserContext(), slog.LevelWarn, "request refused by the server",
+					slog.String("method", method), slog.String("route", "rejected"),
+					slog.Int("status", status), slog.String("error", err.Error()),
+					slog.Int("left_out_since_last_line", left))
+			}
 		}
 		return herr
 	}
+}
+
+// sampler lets one log line through per second and counts the others.
+type sampler struct {
+	mu   sync.Mutex
+	next time.Time
+	left int
+}
+
+// allow reports whether a line may be logged at now, and how many were
+// left out since the last one.
+func (s *sampler) allow(now time.Time) (ok bool, left int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Before(s.next) {
+		s.left++
+		return false, 0
+	}
+	s.next, left, s.left = now.Add(time.Second), s.left, 0
+	return true, left
 }
 
 // methodLabel is the method as a metric label: one of the standard

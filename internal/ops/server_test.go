@@ -67,7 +67,7 @@ func hardened(t *testing.T, l ops.Limits) (addr string, logs *syncBuffer, metric
 				for _, lp := range m.GetLabel() {
 					fmt.Fprintf(&b, " %s=%s", lp.GetName(), lp.GetValue())
 				}
-				b.WriteString(";")
+				fmt.Fprintf(&b, " count=%v;", m.GetCounter().GetValue())
 			}
 		}
 		return b.String()
@@ -185,4 +185,20 @@ func TestChunkedBodyOverTheLimitIs413(t *testing.T) {
 	resp = exchange(t, addr, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+
 		fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(chunk), chunk))
 	require.Equal(t, http.StatusOK, resp.StatusCode)
+}
+
+// TestRefusalFloodIsCountedWholeAndLoggedSampled: 50 refusals of the same
+// kind are all counted, but do not write 50 log lines (one per second,
+// with the number left out).
+func TestRefusalFloodIsCountedWholeAndLoggedSampled(t *testing.T) {
+	t.Parallel()
+	addr, logs, metrics := hardened(t, ops.Limits{})
+	for range 50 {
+		resp := exchange(t, addr, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 8<<10)+"\r\n\r\n")
+		require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
+	}
+	require.Contains(t, metrics(), "route=rejected status=431 count=50;")
+	lines := strings.Count(logs.String(), `"status":431`)
+	require.GreaterOrEqual(t, lines, 1)
+	require.Less(t, lines, 50, "a flood is sampled in the log")
 }
