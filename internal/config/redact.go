@@ -54,26 +54,6 @@ func RedactURL(rawURL string) string {
 	return scheme + rest
 }
 
-// RedactDSN returns a go-sql-driver DSN
-// ([user[:password]@][net[(addr)]]/dbname[?params]) with its password
-// replaced by Redacted, parsed as the driver parses it (the last "@"
-// before the last "/").
-func RedactDSN(dsn string) string {
-	slash := strings.LastIndex(dsn, "/")
-	if slash < 0 {
-		slash = len(dsn)
-	}
-	at := strings.LastIndex(dsn[:slash], "@")
-	if at < 0 {
-		return dsn
-	}
-	user := dsn[:at]
-	if colon := strings.IndexByte(user, ':'); colon >= 0 {
-		user = user[:colon+1] + Redacted
-	}
-	return user + dsn[at:]
-}
-
 func isSecretParam(key string) bool {
 	key = strings.ToLower(key)
 	for _, s := range secretParams {
