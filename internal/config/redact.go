@@ -5,8 +5,8 @@ import (
 	"strings"
 )
 
-// Redacted replaces a password (or a secret query value) in what Redact*
-// print.
+// Redacted replaces a password (or a secret query value) in what RedactURL
+// returns.
 const Redacted = "xxxxx"
 
 // secretParams are query parameters whose values are secrets (the
