@@ -248,12 +248,39 @@ var migrationApplied = map[uint]func(ctx context.Context, db *sql.DB) (bool, err
 	4: func(ctx context.Context, db *sql.DB) (bool, error) {
 		return columnType(ctx, db, "users", "changed_by", "")
 	},
+	// 000005_sync_leases (two ALTER TABLEs: provider_links, then users).
+	5: func(ctx context.Context, db *sql.DB) (bool, error) {
+		return twoAlters(ctx, db, 5, [2]string{"provider_links", "pushed_remote_at"}, [2]string{"users", "api_changed_at"})
+	},
+}
+
+// twoAlters checks a migration made of two ALTER TABLEs, each atomic
+// (MariaDB >= 10.6), by a column each adds: both present is applied,
+// neither is not applied; only the first means the process died between
+// them, which running the file again cannot finish (its first statement
+// would fail): the error says what to do.
+func twoAlters(ctx context.Context, db *sql.DB, version uint, first, second [2]string) (bool, error) {
+	a, err := columnType(ctx, db, first[0], first[1], "")
+	if err != nil {
+		return false, err
+	}
+	b, err := columnType(ctx, db, second[0], second[1], "")
+	if err != nil {
+		return false, err
+	}
+	if a == b {
+		return a, nil
+	}
+	return false, fmt.Errorf("migration %d stopped between its two ALTER TABLEs (%s.%s exists, %s.%s does not): "+
+		"run its second statement (internal/store/migrations/%06d_*.up.sql) by hand, then "+
+		"UPDATE schema_migrations SET version = %d, dirty = 0", version, first[0], first[1], second[0], second[1], version, version)
 }
 
 // copyingMigrations are the migrations that copy a whole table (MariaDB
 // has no in-place way to make them), blocking writes to it meanwhile; they
-// state ALGORITHM=COPY. Every other ALTER TABLE states ALGORITHM=INPLACE,
-// LOCK=NONE, so that a change that would copy fails instead of blocking.
+// state ALGORITHM=COPY. Every other ALTER TABLE states ALGORITHM=INSTANT,
+// or ALGORITHM=INPLACE with LOCK=NONE, so that a change that would copy
+// fails instead of blocking.
 var copyingMigrations = map[uint]string{3: "users"}
 
 // recoverDirty repairs a version golang-migrate left dirty (the process
