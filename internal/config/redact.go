@@ -5,8 +5,8 @@ import (
 	"strings"
 )
 
-// Redacted replaces a password (or a secret query value) in what Redact*
-// print.
+// Redacted replaces a password (or a secret query value) in what RedactURL
+// returns.
 const Redacted = "xxxxx"
 
 // secretParams are query parameters whose values are secrets (the
@@ -52,26 +52,6 @@ func RedactURL(rawURL string) string {
 		rest = rest[:q]
 	}
 	return scheme + rest
-}
-
-// RedactDSN returns a go-sql-driver DSN
-// ([user[:password]@][net[(addr)]]/dbname[?params]) with its password
-// replaced by Redacted, parsed as the driver parses it (the last "@"
-// before the last "/").
-func RedactDSN(dsn string) string {
-	slash := strings.LastIndex(dsn, "/")
-	if slash < 0 {
-		slash = len(dsn)
-	}
-	at := strings.LastIndex(dsn[:slash], "@")
-	if at < 0 {
-		return dsn
-	}
-	user := dsn[:at]
-	if colon := strings.IndexByte(user, ':'); colon >= 0 {
-		user = user[:colon+1] + Redacted
-	}
-	return user + dsn[at:]
 }
 
 func isSecretParam(key string) bool {

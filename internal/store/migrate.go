@@ -258,8 +258,9 @@ var migrationApplied = map[uint]func(ctx context.Context, db *sql.DB) (bool, err
 
 // copyingMigrations are the migrations that copy a whole table (MariaDB
 // has no in-place way to make them), blocking writes to it meanwhile; they
-// state ALGORITHM=COPY. Every other ALTER TABLE states ALGORITHM=INPLACE,
-// LOCK=NONE, so that a change that would copy fails instead of blocking.
+// state ALGORITHM=COPY. Every other ALTER TABLE states ALGORITHM=INSTANT,
+// or ALGORITHM=INPLACE with LOCK=NONE, so that a change that would copy
+// fails instead of blocking.
 var copyingMigrations = map[uint]string{3: "users"}
 
 // recoverDirty repairs a version golang-migrate left dirty (the process
