@@ -10,6 +10,7 @@ import (
 
 	"github.com/tandem-sync/tandem/internal/ops"
 	"github.com/tandem-sync/tandem/internal/store"
+	"github.com/tandem-sync/tandem/internal/userfields"
 )
 
 // Problem is an RFC 9457 problem document.
@@ -22,10 +23,7 @@ type Problem struct {
 }
 
 // FieldError is one invalid field of a request.
-type FieldError struct {
-	Field   string `json:"field"`
-	Message string `json:"message"`
-}
+type FieldError = userfields.FieldError
 
 // Error lets a Problem travel as an error to the error handler.
 func (p *Problem) Error() string { return p.Title + ": " + p.Detail }

@@ -1,0 +1,151 @@
+package api_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-sync/tandem/internal/testutil"
+)
+
+// fieldsOf lists the fields named in a 422's errors.
+func fieldsOf(p map[string]any) []string {
+	var fields []string
+	errs, _ := p["errors"].([]any)
+	for _, fe := range errs {
+		fields = append(fields, fe.(map[string]any)["field"].(string))
+	}
+	return fields
+}
+
+// TestEmailsThatFoldDifferentlyAreRefused: MariaDB's LOWER() folds the
+// Kelvin sign into k and İ into i, so such an address would squat the ASCII
+// one (its live_email is the same); invisible and control characters make
+// look-alikes. Emails are ASCII, so the database's fold and the
+// application's agree.
+func TestEmailsThatFoldDifferentlyAreRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, email := range []string{
+		"\u212Aate@example.com",    // KELVIN SIGN: LOWER() gives kate@example.com
+		"\u0130nga@example.com",    // LATIN CAPITAL LETTER I WITH DOT ABOVE: LOWER() gives inga@
+		"kate\u202E@example.com",   // RIGHT-TO-LEFT OVERRIDE
+		"ka\u200Bte@example.com",   // ZERO WIDTH SPACE
+		"kate@exa\u200Dmple.com",   // ZERO WIDTH JOINER in the domain
+		"kate\x00@example.com",     // NUL
+		"jos\u00e9@example.com",    // a non-ASCII local part
+		"kate@b\u00fccher.example", // a U-label: write it as its A-label
+		`"kate smith"@example.com`, // quoted local part
+		"kate@[192.0.2.1]",         // IP literal
+		"kate@example.123",         // numeric top-level label
+		".kate@example.com",        // dot-atom: no leading dot
+		"ka..te@example.com",       // nor two dots
+		"kate@-example.com",        // label starting with a hyphen
+		strings.Repeat("k", 65) + "@example.com",
+	} {
+		r := e.do(req{Method: "POST", Path: "/v1/users", Body: map[string]any{"email": email, "name": "Kate"}, Invalid: true})
+		p := requireProblem(t, r, 422)
+		require.Equal(t, []string{"email"}, fieldsOf(p), "%q", email)
+	}
+	u := e.create("kate@example.com", "Kate")
+	e.create("inga@example.com", "Inga")
+	e.create("o'brien+tag@xn--bcher-kva.example", "A-label domain")
+	path := "/v1/users/" + u["id"].(string)
+	p := requireProblem(t, e.do(req{Method: "PATCH", Path: path, Body: map[string]any{"email": "\u212Aate@example.com"}, Invalid: true}), 422)
+	require.Equal(t, []string{"email"}, fieldsOf(p))
+	require.EqualValues(t, 3, e.count("SELECT COUNT(*) FROM users"))
+	require.EqualValues(t, 1, e.count("SELECT version FROM users WHERE id = ?", u["id"]))
+}
+
+// TestRowsFromBeforeTheEmailRuleStillWork: a user stored before the rule
+// (here a Kelvin-sign email) can be read, patched in other fields, and
+// deleted, which frees the ASCII address it squatted.
+func TestRowsFromBeforeTheEmailRuleStillWork(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	u := e.create("legacy@example.com", "Legacy")
+	id := u["id"].(string)
+	testutil.Exec(t, e.dsn, "UPDATE users SET email = '\u212Aate@example.com' WHERE id = '"+id+"'")
+	require.EqualValues(t, 1, e.count("SELECT COUNT(*) FROM users WHERE live_email = 'kate@example.com'"))
+
+	path := "/v1/users/" + id
+	got := e.do(req{Method: "GET", Path: path})
+	require.Equal(t, 200, got.Status, "%s", got.Body)
+	require.Equal(t, "\u212Aate@example.com", got.json(t)["email"])
+	r := e.do(req{Method: "PATCH", Path: path, Body: map[string]any{"name": "Legacy 2", "metadata": map[string]string{"k": "v"}}})
+	require.Equal(t, 200, r.Status, "%s", r.Body)
+	require.Equal(t, 204, e.do(req{Method: "DELETE", Path: path}).Status)
+	e.create("kate@example.com", "Kate")
+}
+
+// TestTextsRefuseControlAndFormatCharacters: names, metadata keys and
+// metadata values follow one rule.
+func TestTextsRefuseControlAndFormatCharacters(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	u := e.create("texts@example.com", "Texts")
+	path := "/v1/users/" + u["id"].(string)
+	cases := []struct {
+		name  string
+		body  map[string]any
+		field string
+	}{
+		{"RLO in name", map[string]any{"name": "Ada \u202Eecalevol"}, "name"},
+		{"zero width space in name", map[string]any{"name": "A\u200Bda"}, "name"},
+		{"BOM in name", map[string]any{"name": "\uFEFFAda"}, "name"},
+		{"line separator in name", map[string]any{"name": "Ada\u2028Lovelace"}, "name"},
+		{"NUL in metadata key", map[string]any{"metadata": map[string]string{"k\x00": "v"}}, "metadata.k\x00"},
+		{"newline in metadata key", map[string]any{"metadata": map[string]string{"a\nb": "v"}}, "metadata.a\nb"},
+		{"RLO in metadata value", map[string]any{"metadata": map[string]string{"k": "x\u202Ey"}}, "metadata.k"},
+		{"NUL in metadata value", map[string]any{"metadata": map[string]string{"k": "x\x00y"}}, "metadata.k"},
+		{"DEL in metadata value", map[string]any{"metadata": map[string]string{"k": "x\x7fy"}}, "metadata.k"},
+		{"C1 control in metadata value", map[string]any{"metadata": map[string]string{"k": "x\u0085y"}}, "metadata.k"},
+	}
+	for _, tc := range cases {
+		create := map[string]any{"email": "new@example.com", "name": "New"}
+		for k, v := range tc.body {
+			create[k] = v
+		}
+		p := requireProblem(t, e.do(req{Method: "POST", Path: "/v1/users", Body: create, Invalid: true}), 422)
+		require.Equal(t, []string{tc.field}, fieldsOf(p), "POST: %s", tc.name)
+		p = requireProblem(t, e.do(req{Method: "PATCH", Path: path, Body: tc.body, Invalid: true}), 422)
+		require.Equal(t, []string{tc.field}, fieldsOf(p), "PATCH: %s", tc.name)
+	}
+	// Joiners are letters' business (Persian, Indic scripts, emoji sequences).
+	r := e.do(req{Method: "PATCH", Path: path, Body: map[string]any{"name": "می\u200cخواهم \U0001F469\u200D\U0001F4BB", "metadata": map[string]string{"note": "ok\u200d"}}})
+	require.Equal(t, 200, r.Status, "%s", r.Body)
+	require.EqualValues(t, 1, e.count("SELECT COUNT(*) FROM users"))
+	require.EqualValues(t, 2, e.count("SELECT version FROM users"))
+}
+
+// TestBodiesWithInvalidUTF8OrDuplicateKeysAre400: invalid bytes would
+// silently become U+FFFD, and of two equal keys one would silently win.
+func TestBodiesWithInvalidUTF8OrDuplicateKeysAre400(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	u := e.create("bodies@example.com", "Bodies")
+	path := "/v1/users/" + u["id"].(string)
+	for _, body := range []string{
+		"{\"email\":\"a@example.com\",\"name\":\"A\xff\"}",                            // invalid byte in a value
+		"{\"email\":\"a@example.com\",\"name\":\"A\",\"metadata\":{\"k\xc3\":\"v\"}}", // truncated sequence in a key
+		"{\"email\":\"a@example.com\",\"name\":\"\xed\xa0\x80\"}",                     // an encoded surrogate
+		`{"email":"a@example.com","name":"A\ud800"}`,                                  // a lone surrogate escape
+		`{"email":"a@example.com","name":"A\udc00\ud800"}`,                            // reversed pair
+		`{"email":"a@example.com","name":"A","name":"B"}`,                             // duplicate key
+		`{"email":"a@example.com","name":"A","n\u0061me":"B"}`,                        // the same key, escaped
+		`{"email":"a@example.com","name":"A","metadata":{"k":"1","k":"2"}}`,           // duplicate nested key
+	} {
+		requireProblem(t, e.do(req{Method: "POST", Path: "/v1/users", Body: body, Invalid: true}), 400)
+		requireProblem(t, e.do(req{Method: "PATCH", Path: path, Body: body, Invalid: true}), 400)
+	}
+	// Valid escapes are fine: a surrogate pair, an escaped backslash before u.
+	r := e.do(req{Method: "PATCH", Path: path, Body: `{"name":"A \ud83d\ude00 \\ud800","metadata":{"k":{"x":1}}}`, Invalid: true})
+	p := requireProblem(t, r, 422) // metadata values must be strings: the body itself was fine
+	require.Equal(t, []string{"metadata"}, fieldsOf(p))
+	r = e.do(req{Method: "PATCH", Path: path, Body: `{"name":"A \ud83d\ude00 \\ud800"}`})
+	require.Equal(t, 200, r.Status, "%s", r.Body)
+	require.Equal(t, "A \U0001F600 \\ud800", r.json(t)["name"])
+	require.EqualValues(t, 1, e.count("SELECT COUNT(*) FROM users"))
+	require.EqualValues(t, 2, e.count("SELECT version FROM users"))
+}
