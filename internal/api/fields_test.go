@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -148,4 +149,23 @@ func TestBodiesWithInvalidUTF8OrDuplicateKeysAre400(t *testing.T) {
 	require.Equal(t, "A \U0001F600 \\ud800", r.json(t)["name"])
 	require.EqualValues(t, 1, e.count("SELECT COUNT(*) FROM users"))
 	require.EqualValues(t, 2, e.count("SELECT version FROM users"))
+}
+
+// TestValidationErrorsAreCapped: a body of a thousand bad metadata keys gets
+// the first errors and a count, not a 422 as large as the body.
+func TestValidationErrorsAreCapped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	md := map[string]string{}
+	for i := range 5000 {
+		md[fmt.Sprintf("tandem_%04d", i)] = "v"
+	}
+	r := e.do(req{Method: "POST", Path: "/v1/users", Body: map[string]any{"email": "bad", "name": "", "metadata": md}, Invalid: true})
+	p := requireProblem(t, r, 422)
+	fields := fieldsOf(p)
+	require.Len(t, fields, 20)
+	require.Equal(t, []string{"email", "metadata", "metadata.tandem_0000"}, fields[:3])
+	require.EqualValues(t, 5003-20, p["errors_omitted"])
+	require.Less(t, len(r.Body), 4096)
+	require.EqualValues(t, 0, e.count("SELECT COUNT(*) FROM users"))
 }

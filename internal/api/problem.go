@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 
@@ -20,10 +21,19 @@ type Problem struct {
 	Status int          `json:"status"`
 	Detail string       `json:"detail,omitempty"`
 	Errors []FieldError `json:"errors,omitempty"`
+	// ErrorsOmitted counts the field errors left out of Errors, which lists
+	// at most MaxListedErrors.
+	ErrorsOmitted int `json:"errors_omitted,omitempty"`
+
+	omitted []FieldError // logged, not sent
 }
 
 // FieldError is one invalid field of a request.
 type FieldError = userfields.FieldError
+
+// MaxListedErrors is the number of field errors a 422 lists; the others are
+// counted in errors_omitted (a 1 MiB body could otherwise earn a 5 MB answer).
+const MaxListedErrors = 20
 
 // Error lets a Problem travel as an error to the error handler.
 func (p *Problem) Error() string { return p.Title + ": " + p.Detail }
@@ -36,6 +46,12 @@ func problem(status int, slug, detail string) *Problem {
 
 func invalid(errs []FieldError) *Problem {
 	p := problem(fiber.StatusUnprocessableEntity, "validation", "the request has invalid fields")
+	if len(errs) > MaxListedErrors {
+		p.ErrorsOmitted = len(errs) - MaxListedErrors
+		p.Detail = fmt.Sprintf("the request has %d invalid fields; the first %d are listed", len(errs), MaxListedErrors)
+		p.omitted = errs[MaxListedErrors:]
+		errs = errs[:MaxListedErrors:MaxListedErrors]
+	}
 	p.Errors = errs
 	return p
 }
@@ -81,6 +97,13 @@ func errorHandler(base *slog.Logger) fiber.ErrorHandler {
 		p := toProblem(err)
 		if p.Status >= 500 {
 			ops.Logger(c.UserContext(), base).Error("request failed", "error", err.Error())
+		}
+		if len(p.omitted) > 0 {
+			// The answer lists the first errors; the log keeps the rest
+			// (at debug level: they can be as large as the body).
+			log := ops.Logger(c.UserContext(), base)
+			log.Info("validation errors left out of the answer", "listed", len(p.Errors), "omitted", len(p.omitted))
+			log.Debug("validation errors left out of the answer", "errors", p.omitted)
 		}
 		return sendProblem(c, p)
 	}
