@@ -169,3 +169,21 @@ func TestValidationErrorsAreCapped(t *testing.T) {
 	require.Less(t, len(r.Body), 4096)
 	require.EqualValues(t, 0, e.count("SELECT COUNT(*) FROM users"))
 }
+
+// TestEmailFilterDoesNotFoldOntoAnotherAddress: the list filter compares
+// with LOWER() in MariaDB, which would answer kate@… to a search for
+// \u212Aate@… (Kelvin sign). Emails are ASCII, so a non-ASCII filter is a
+// 400, not somebody else's account.
+func TestEmailFilterDoesNotFoldOntoAnotherAddress(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	u := e.create("kate@example.com", "Kate")
+	r := e.do(req{Method: "GET", Path: "/v1/users?email=KATE@Example.com"})
+	require.Equal(t, 200, r.Status, "%s", r.Body)
+	data := r.json(t)["data"].([]any)
+	require.Len(t, data, 1)
+	require.Equal(t, u["id"], data[0].(map[string]any)["id"])
+	for _, q := range []string{"%E2%84%AAate@example.com", "%C4%B0nga@example.com", "kate%00@example.com", "kate%E2%80%8B@example.com"} {
+		requireProblem(t, e.do(req{Method: "GET", Path: "/v1/users?email=" + q}), 400)
+	}
+}

@@ -198,6 +198,17 @@ func printable(s string) bool {
 	return utf8.ValidString(s) && strings.IndexFunc(s, unicode.IsControl) < 0
 }
 
+// visibleASCII reports whether s has only printable ASCII characters
+// other than space, the repertoire of emails (userfields.CheckEmail).
+func visibleASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 // parseCreate validates a POST /v1/users body.
 func parseCreate(body []byte) (store.NewUser, error) {
 	fields, err := decodeObject(body)
