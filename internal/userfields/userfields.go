@@ -1,7 +1,8 @@
 // Package userfields holds the rules a user's fields must follow, wherever
-// the state comes from: the REST API (internal/api) and inbound provider
-// events (webhooks, catch-up) validate with the same functions, so a state
-// that one path accepts the other accepts too.
+// the state comes from: the REST API (internal/api) validates with it, and
+// inbound provider states (webhooks, catch-up) are to be validated with the
+// same functions, so that a state one path accepts the other accepts too.
+// It depends on nothing but the standard library.
 //
 // The rules:
 //
@@ -16,7 +17,7 @@
 //     format characters are refused by construction.
 //   - name: required (not blank), at most MaxNameLen characters.
 //   - phone: optional, at most MaxPhoneLen characters: digits, spaces,
-//     ( ) . - and an optional leading +.
+//     parentheses, dots, hyphens and an optional leading plus sign.
 //   - metadata: at most MaxMetadataKeys keys; keys 1 to MaxMetadataKeyLen
 //     characters without [ or ] and not starting with ReservedPrefix;
 //     values at most MaxMetadataValueLen characters (Stripe's limits).
@@ -26,13 +27,17 @@
 // Why emails are ASCII: emails are unique among live users
 // case-insensitively, and the database enforces it with a unique index on
 // LOWER(email) (users.live_email). MariaDB's LOWER() folds more than ASCII
-// (the Kelvin sign K into k, İ into i), Go's strings.ToLower folds
-// differently again, and Unicode offers look-alikes the folds do not join.
+// (U+212A KELVIN SIGN into k, U+0130 İ into i), other implementations
+// (Go's, a provider's) follow other tables, and Unicode offers look-alikes
+// no fold joins.
 // Restricting emails to ASCII makes the database's fold and the
 // application's (EmailKey) agree by construction, and leaves nothing
-// invisible or confusable in an address. Rows written before the rule keep
-// working: reads and deletes never validate, and a PATCH validates only the
-// fields it sends.
+// invisible and no letter of another script in an address. Rows written
+// before the rule keep working: reads and deletes never validate, and a
+// PATCH validates only the fields it sends. A caller holding a state that
+// may predate the rule (an inbound event about an existing user) should
+// check the fields that changed, not refuse the whole state for an email
+// it already had.
 package userfields
 
 import (
