@@ -1,12 +1,18 @@
 package api_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"log/slog"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-sync/tandem/internal/api"
+	"github.com/tandem-sync/tandem/internal/ops"
 	"github.com/tandem-sync/tandem/internal/testutil"
 )
 
@@ -168,6 +174,34 @@ func TestValidationErrorsAreCapped(t *testing.T) {
 	require.EqualValues(t, 5003-20, p["errors_omitted"])
 	require.Less(t, len(r.Body), 4096)
 	require.EqualValues(t, 0, e.count("SELECT COUNT(*) FROM users"))
+}
+
+// TestOmittedValidationErrorsAreLogged: what the answer leaves out, the
+// request's log keeps (the count at info, the errors at debug).
+func TestOmittedValidationErrorsAreLogged(t *testing.T) {
+	t.Parallel()
+	st, _ := testutil.NewStore(t)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	app := api.New(st, st, api.Config{Tokens: []string{token}, Providers: []string{"stripe"}}, log, ops.NewRegistry())
+	md := map[string]string{}
+	for i := range 30 {
+		md[fmt.Sprintf("tandem_%02d", i)] = "v"
+	}
+	body, err := json.Marshal(map[string]any{"email": "a@example.com", "name": "A", "metadata": md})
+	require.NoError(t, err)
+	hreq := httptest.NewRequest("POST", "/v1/users", bytes.NewReader(body))
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Authorization", "Bearer "+token)
+	resp, err := app.Test(hreq, -1)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 422, resp.StatusCode)
+	out := logs.String()
+	require.Contains(t, out, `"omitted":10`)
+	for i := 20; i < 30; i++ {
+		require.Contains(t, out, fmt.Sprintf(`"field":"metadata.tandem_%02d"`, i))
+	}
 }
 
 // TestEmailFilterDoesNotFoldOntoAnotherAddress: the list filter compares
