@@ -82,6 +82,19 @@ func TestRowsFromBeforeTheEmailRuleStillWork(t *testing.T) {
 	require.Equal(t, "\u212Aate@example.com", got.json(t)["email"])
 	r := e.do(req{Method: "PATCH", Path: path, Body: map[string]any{"name": "Legacy 2", "metadata": map[string]string{"k": "v"}}})
 	require.Equal(t, 200, r.Status, "%s", r.Body)
+
+	// A metadata key stored before the text rule can be removed, not set.
+	testutil.Exec(t, e.dsn, `UPDATE users SET metadata = '{"k":"v","bad\\u202ekey":"x"}' WHERE id = '`+id+`'`)
+	got = e.do(req{Method: "GET", Path: path})
+	require.Equal(t, "x", got.json(t)["metadata"].(map[string]any)["bad\u202ekey"], "%s", got.Body)
+	p := requireProblem(t, e.do(req{Method: "PATCH", Path: path, Body: map[string]any{"metadata": map[string]any{"bad\u202ekey": "y"}}, Invalid: true}), 422)
+	require.Equal(t, []string{"metadata.bad\u202ekey"}, fieldsOf(p))
+	p = requireProblem(t, e.do(req{Method: "PATCH", Path: path, Body: map[string]any{"metadata": map[string]any{strings.Repeat("\u202e", 41): nil}}, Invalid: true}), 422)
+	require.Len(t, fieldsOf(p), 1)
+	r = e.do(req{Method: "PATCH", Path: path, Body: map[string]any{"metadata": map[string]any{"bad\u202ekey": nil}}})
+	require.Equal(t, 200, r.Status, "%s", r.Body)
+	require.Equal(t, map[string]any{"k": "v"}, r.json(t)["metadata"])
+
 	require.Equal(t, 204, e.do(req{Method: "DELETE", Path: path}).Status)
 	e.create("kate@example.com", "Kate")
 }

@@ -156,6 +156,19 @@ func duplicateKey(b []byte) (string, bool) {
 	return "", false
 }
 
+// Field limits, as internal/userfields defines them (kept here under
+// their former names for the package's users).
+const (
+	MaxEmailLen       = userfields.MaxEmailLen
+	MaxNameLen        = userfields.MaxNameLen
+	MaxPhoneLen       = userfields.MaxPhoneLen
+	MaxMetadataKeys   = userfields.MaxMetadataKeys
+	MaxMetadataKeyLen = userfields.MaxMetadataKeyLen
+	MaxMetadataValLen = userfields.MaxMetadataValueLen
+	// ReservedPrefix marks metadata keys Tandem sets itself (tandem_user_id).
+	ReservedPrefix = userfields.ReservedPrefix
+)
+
 type fieldErrors []FieldError
 
 func (e *fieldErrors) add(field, message string) {
@@ -304,15 +317,14 @@ func parsePatch(body []byte) (store.Patch, error) {
 				e.add("metadata", "must be an object of string (or null) values")
 			} else {
 				for k, v := range md {
-					if v == nil && !userfields.CleanText(k) {
-						// Removing a key stored before the text rule
-						// existed: the way to get rid of it.
+					if v == nil {
+						// A key stored before the text rule existed can
+						// still be removed.
+						e = append(e, userfields.CheckRemovedMetadataKey(k)...)
 						continue
 					}
 					e = append(e, userfields.CheckMetadataKey(k)...)
-					if v != nil {
-						e = append(e, userfields.CheckMetadataValue(k, *v)...)
-					}
+					e = append(e, userfields.CheckMetadataValue(k, *v)...)
 				}
 				p.Metadata = md
 			}

@@ -222,6 +222,19 @@ func CheckMetadataCount(n int) []FieldError {
 
 // CheckMetadataKey checks one metadata key.
 func CheckMetadataKey(key string) []FieldError {
+	if errs := CheckRemovedMetadataKey(key); errs != nil {
+		return errs
+	}
+	if !CleanText(key) {
+		return fail("metadata."+key, "key must not contain control or invisible formatting characters")
+	}
+	return nil
+}
+
+// CheckRemovedMetadataKey checks a key named to be removed (a PATCH that
+// sets it to null): every rule of CheckMetadataKey but CleanText, so that a
+// key stored before that rule existed can still be removed.
+func CheckRemovedMetadataKey(key string) []FieldError {
 	field := "metadata." + key
 	switch {
 	case key == "":
@@ -234,8 +247,6 @@ func CheckMetadataKey(key string) []FieldError {
 		return fail(field, "key must not contain [ or ]")
 	case strings.HasPrefix(key, ReservedPrefix):
 		return fail(field, "keys starting with %q are reserved for Tandem", ReservedPrefix)
-	case !CleanText(key):
-		return fail(field, "key must not contain control or invisible formatting characters")
 	}
 	return nil
 }

@@ -173,6 +173,14 @@ func TestValidate(t *testing.T) {
 	require.Contains(t, errs[1].Message+errs[2].Message, "at most 50 keys (has 54)")
 	require.Equal(t, "phone: "+errs[len(errs)-1].Message, errs[len(errs)-1].Error())
 
+	// Removing a key: every rule but the text rule.
+	require.Empty(t, userfields.CheckRemovedMetadataKey("bad\u202ekey"))
+	require.NotEmpty(t, userfields.CheckMetadataKey("bad\u202ekey"))
+	for _, k := range []string{"", strings.Repeat("k", 41), "a[b]", "tandem_user_id", "\xff"} {
+		require.NotEmpty(t, userfields.CheckRemovedMetadataKey(k), "%q", k)
+		require.Equal(t, userfields.CheckMetadataKey(k), userfields.CheckRemovedMetadataKey(k), "%q", k)
+	}
+
 	require.NotEmpty(t, userfields.CheckName(strings.Repeat("n", 257)))
 	require.Empty(t, userfields.CheckName(strings.Repeat("ñ", 256)))
 	require.NotEmpty(t, userfields.CheckName("A\u202Eda"))
