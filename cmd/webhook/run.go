@@ -93,7 +93,7 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 		return err
 	}
 	defer st.Close()
-
+	// inbound_events retention, while the process serves.
 	background, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	pruned := make(chan struct{})
 	go func() {

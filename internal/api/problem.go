@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 
@@ -46,13 +45,7 @@ func problem(status int, slug, detail string) *Problem {
 
 func invalid(errs []FieldError) *Problem {
 	p := problem(fiber.StatusUnprocessableEntity, "validation", "the request has invalid fields")
-	if len(errs) > MaxListedErrors {
-		p.ErrorsOmitted = len(errs) - MaxListedErrors
-		p.Detail = fmt.Sprintf("the request has %d invalid fields; the first %d are listed", len(errs), MaxListedErrors)
-		p.omitted = errs[MaxListedErrors:]
-		errs = errs[:MaxListedErrors:MaxListedErrors]
-	}
-	p.Errors = errs
+	p.listErrors(errs)
 	return p
 }
 

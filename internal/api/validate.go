@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -168,6 +169,18 @@ const (
 	// ReservedPrefix marks metadata keys Tandem sets itself (tandem_user_id).
 	ReservedPrefix = userfields.ReservedPrefix
 )
+
+// listErrors sets the field errors of p: the first MaxListedErrors, and
+// the count of the others (kept for the log).
+func (p *Problem) listErrors(errs []FieldError) {
+	if len(errs) > MaxListedErrors {
+		p.ErrorsOmitted = len(errs) - MaxListedErrors
+		p.Detail = fmt.Sprintf("the request has %d invalid fields; the first %d are listed", len(errs), MaxListedErrors)
+		p.omitted = errs[MaxListedErrors:]
+		errs = errs[:MaxListedErrors:MaxListedErrors]
+	}
+	p.Errors = errs
+}
 
 type fieldErrors []FieldError
 

@@ -54,6 +54,12 @@ type RelayConfig struct {
 	Retention    time.Duration // TANDEM_RELAY_RETENTION: keep published rows this long
 }
 
+// WorkerConfig tunes a provider worker.
+type WorkerConfig struct {
+	Prefetch    int // TANDEM_WORKER_PREFETCH: unacked messages RabbitMQ hands one worker
+	Concurrency int // TANDEM_WORKER_CONCURRENCY: messages processed at once
+}
+
 // MinInboundRetention is the shortest TANDEM_INBOUND_RETENTION accepted:
 // Stripe retries a webhook for up to 3 days, and an event whose record is
 // pruned is no longer recognised as a duplicate.
@@ -65,37 +71,33 @@ type InboundConfig struct {
 	PayloadRetention time.Duration // TANDEM_INBOUND_PAYLOAD_RETENTION: keep the payloads of conflict and invalid events this long
 }
 
-// WorkerConfig tunes a provider worker.
-type WorkerConfig struct {
-	Prefetch    int // TANDEM_WORKER_PREFETCH: unacked messages RabbitMQ hands one worker
-	Concurrency int // TANDEM_WORKER_CONCURRENCY: messages processed at once
-}
-
 // Defaults are the built-in values, the same as the shipped configs/tandem.yaml
 // except for api_tokens, which has no built-in default.
 var defaults = map[string]any{
-	"mysql_dsn":                 "root@tcp(127.0.0.1:3306)/tandem?parseTime=true",
-	"amqp_url":                  "amqp://guest:guest@127.0.0.1:5672/",
-	"api_addr":                  ":8080",
-	"webhook_addr":              ":8081",
-	"worker_addr":               ":8082",
-	"api_tokens":                "",
-	"providers":                 "stripe",
-	"provider":                  "",
-	"max_attempts":              "10",
-	"retry_tiers":               "1s,10s,1m,10m",
-	"log_level":                 "info",
-	"relay_batch_size":          "200",
-	"relay_poll_interval":       "500ms",
-	"relay_retention":           "24h",
+	"mysql_dsn":              "root@tcp(127.0.0.1:3306)/tandem?parseTime=true",
+	"amqp_url":               "amqp://guest:guest@127.0.0.1:5672/",
+	"api_addr":               ":8080",
+	"webhook_addr":           ":8081",
+	"worker_addr":            ":8082",
+	"api_tokens":             "",
+	"providers":              "stripe",
+	"provider":               "",
+	"max_attempts":           "10",
+	"retry_tiers":            "1s,10s,1m,10m",
+	"log_level":              "info",
+	"relay_batch_size":       "200",
+	"relay_poll_interval":    "500ms",
+	"relay_retention":        "24h",
+	"shutdown_timeout":       "20s",
+	"worker_prefetch":        "64",
+	"worker_concurrency":     "32",
+	"stripe.rate_limit":      "25",
+	"stripe.api_base":        "",
+	"salesforce.api_version": "v60.0",
+
+	// cmd/webhook's retention of inbound_events (README "Storage").
 	"inbound_retention":         "96h",
 	"inbound_payload_retention": "72h",
-	"shutdown_timeout":          "20s",
-	"worker_prefetch":           "64",
-	"worker_concurrency":        "32",
-	"stripe.rate_limit":         "25",
-	"stripe.api_base":           "",
-	"salesforce.api_version":    "v60.0",
 }
 
 // Load reads the configuration. environ is the process environment in
