@@ -6,4 +6,4 @@
 
 ALTER TABLE inbound_events
     ADD COLUMN payload_at DATETIME(6) AS (IF(payload IS NULL, NULL, received_at)) VIRTUAL,
-    ALGORITHM=INSTANT;
+    ALGORITHM=INSTANT, LOCK=NONE;
