@@ -5,7 +5,11 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"log/slog"
 	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tandem-sync/tandem/internal/config"
 	"github.com/tandem-sync/tandem/internal/factory"
@@ -15,10 +19,43 @@ import (
 	"github.com/tandem-sync/tandem/internal/webhook"
 )
 
+// Pruning of inbound_events: every replica runs it (batches skip the rows
+// another replica holds), at start and then every pruneInterval.
+const (
+	pruneInterval = time.Minute
+	pruneBatch    = 500
+)
+
+// pruneInbound applies the inbound_events retention r until ctx ends.
+func pruneInbound(ctx context.Context, st *store.Store, r store.InboundRetention, log *slog.Logger, reg prometheus.Registerer) {
+	pruned := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_inbound_pruned_total",
+		Help: "inbound_events rows deleted (what=rows) and payloads dropped (what=payloads) by the retention"}, []string{"what"})
+	reg.MustRegister(pruned)
+	t := time.NewTicker(pruneInterval)
+	defer t.Stop()
+	for {
+		rows, payloads, err := st.PruneInbound(ctx, r, pruneBatch)
+		pruned.WithLabelValues("rows").Add(float64(rows))
+		pruned.WithLabelValues("payloads").Add(float64(payloads))
+		if err != nil && ctx.Err() == nil {
+			log.Warn("pruning inbound events failed", "error", err.Error(), "deleted", rows, "payloads_dropped", payloads)
+		} else if rows+payloads > 0 {
+			log.Debug("pruned inbound events", "deleted", rows, "payloads_dropped", payloads)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // run reads the configuration, builds the enabled providers and keeps those
 // that receive webhooks (a missing webhook secret is an error naming its
 // variable), opens the store, serves until ctx is cancelled, then shuts down
-// in reverse order. It does not migrate: the api does.
+// in reverse order. It does not migrate: the api does. It prunes
+// inbound_events (TANDEM_INBOUND_RETENTION, TANDEM_INBOUND_PAYLOAD_RETENTION)
+// while it serves.
 func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
 	if err := fs.Parse(args); err != nil {
@@ -56,6 +93,14 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 		return err
 	}
 	defer st.Close()
+	// inbound_events retention, while the process serves.
+	background, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	pruned := make(chan struct{})
+	go func() {
+		defer close(pruned)
+		pruneInbound(background, st, store.InboundRetention{Rows: cfg.Inbound.Retention, Payloads: cfg.Inbound.PayloadRetention}, log, reg)
+	}()
+	defer func() { stopBackground(); <-pruned }() // before st.Close
 
 	limits := ops.Limits{MaxConns: cfg.HTTP.MaxConns, MaxConnsPerIP: cfg.HTTP.MaxConnsPerIP}
 	if cfg.HTTP.MaxConnsPerIP == 0 {

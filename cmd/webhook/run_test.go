@@ -65,11 +65,15 @@ func TestRunRefusesMissingSecrets(t *testing.T) {
 }
 
 // TestRunServesAndShutsDownGracefully starts the webhook on a migrated
-// database, applies a signed event, and stops on cancellation with a nil
-// error.
+// database, applies a signed event, prunes inbound events past the
+// retention, and stops on cancellation with a nil error.
 func TestRunServesAndShutsDownGracefully(t *testing.T) {
 	t.Parallel()
 	st, dsn := testutil.NewStore(t)
+	testutil.Exec(t, dsn, `INSERT INTO inbound_events (provider, event_id, event_type, outcome, payload, received_at) VALUES
+		('stripe', 'evt_old', 'customer.updated', 'echo', NULL, UTC_TIMESTAMP(6) - INTERVAL 97 HOUR),
+		('stripe', 'evt_conflict', 'customer.updated', 'conflict', 'raw', UTC_TIMESTAMP(6) - INTERVAL 73 HOUR),
+		('stripe', 'evt_recent', 'customer.updated', 'conflict', 'raw', UTC_TIMESTAMP(6) - INTERVAL 1 HOUR)`)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var logs syncBuffer
@@ -107,6 +111,12 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 	users, _, err := st.ListUsers(context.Background(), store.ListQuery{Email: "run@example.com", Limit: 1})
 	require.NoError(t, err)
 	require.Len(t, users, 1)
+	// Defaults: rows kept 96 h, payloads 72 h.
+	require.Eventually(t, func() bool {
+		return testutil.QueryInt(t, dsn, "SELECT COUNT(*) FROM inbound_events WHERE event_id = 'evt_old' OR payload IS NOT NULL AND event_id = 'evt_conflict'") == 0
+	}, 30*time.Second, 20*time.Millisecond, "old inbound events were not pruned; logs:\n%s", &logs)
+	require.EqualValues(t, 3, testutil.QueryInt(t, dsn, "SELECT COUNT(*) FROM inbound_events"), "evt_run_1, evt_conflict, evt_recent")
+	require.EqualValues(t, 1, testutil.QueryInt(t, dsn, "SELECT COUNT(*) FROM inbound_events WHERE payload IS NOT NULL"))
 
 	cancel()
 	select {

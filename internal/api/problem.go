@@ -17,6 +17,7 @@ import (
 
 	"github.com/tandem-sync/tandem/internal/ops"
 	"github.com/tandem-sync/tandem/internal/store"
+	"github.com/tandem-sync/tandem/internal/userfields"
 )
 
 // Problem is an RFC 9457 problem document.
@@ -26,13 +27,19 @@ type Problem struct {
 	Status int          `json:"status"`
 	Detail string       `json:"detail,omitempty"`
 	Errors []FieldError `json:"errors,omitempty"`
+	// ErrorsOmitted counts the field errors left out of Errors, which lists
+	// at most MaxListedErrors.
+	ErrorsOmitted int `json:"errors_omitted,omitempty"`
+
+	omitted []FieldError // logged, not sent
 }
 
 // FieldError is one invalid field of a request.
-type FieldError struct {
-	Field   string `json:"field"`
-	Message string `json:"message"`
-}
+type FieldError = userfields.FieldError
+
+// MaxListedErrors is the number of field errors a 422 lists; the others are
+// counted in errors_omitted (a 1 MiB body could otherwise earn a 5 MB answer).
+const MaxListedErrors = 20
 
 // Error lets a Problem travel as an error to the error handler.
 func (p *Problem) Error() string { return p.Title + ": " + p.Detail }
@@ -45,7 +52,7 @@ func problem(status int, slug, detail string) *Problem {
 
 func invalid(errs []FieldError) *Problem {
 	p := problem(fiber.StatusUnprocessableEntity, "validation", "the request has invalid fields")
-	p.Errors = errs
+	p.listErrors(errs)
 	return p
 }
 
@@ -126,6 +133,13 @@ func errorHandler(base *slog.Logger) fiber.ErrorHandler {
 			ops.Logger(c.UserContext(), base).Warn("database unavailable", "error", err.Error())
 		case p.Status >= 500:
 			ops.Logger(c.UserContext(), base).Error("request failed", "error", err.Error())
+		}
+		if len(p.omitted) > 0 {
+			// The answer lists the first errors; the log keeps the rest
+			// (at debug level: they can be as large as the body).
+			log := ops.Logger(c.UserContext(), base)
+			log.Info("validation errors left out of the answer", "listed", len(p.Errors), "omitted", len(p.omitted))
+			log.Debug("validation errors left out of the answer", "errors", p.omitted)
 		}
 		return sendProblem(c, p)
 	}

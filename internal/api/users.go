@@ -197,6 +197,12 @@ func (s *Server) listUsers(c *fiber.Ctx) error {
 		q.After = after
 	}
 	q.Email = strings.Clone(c.Query("email"))
+	if !visibleASCII(q.Email) {
+		// The database compares with LOWER(), which folds some non-ASCII
+		// letters onto ASCII ones (the Kelvin sign onto k): such a filter
+		// would find another user's address. No valid email has them.
+		return problem(fiber.StatusBadRequest, "bad-email-filter", "email must be printable ASCII, as emails are")
+	}
 	users, more, err := s.users.ListUsers(c.UserContext(), q)
 	if err != nil {
 		return err

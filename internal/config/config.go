@@ -41,6 +41,7 @@ type Config struct {
 	LogLevel    string          // TANDEM_LOG_LEVEL: debug, info, warn, error
 	Relay       RelayConfig     // TANDEM_RELAY_*
 	Worker      WorkerConfig    // TANDEM_WORKER_*
+	Inbound     InboundConfig   // TANDEM_INBOUND_*
 	Shutdown    time.Duration   // TANDEM_SHUTDOWN_TIMEOUT: drain deadline on SIGTERM
 	HTTP        HTTPConfig      // TANDEM_HTTP_*
 	// InboundCreate is TANDEM_INBOUND_CREATE: make users of unknown remote
@@ -73,6 +74,17 @@ type WorkerConfig struct {
 	Lease time.Duration
 }
 
+// MinInboundRetention is the shortest TANDEM_INBOUND_RETENTION accepted:
+// Stripe retries a webhook for up to 3 days, and an event whose record is
+// pruned is no longer recognised as a duplicate.
+const MinInboundRetention = 72 * time.Hour
+
+// InboundConfig says how long cmd/webhook keeps inbound_events.
+type InboundConfig struct {
+	Retention        time.Duration // TANDEM_INBOUND_RETENTION: keep rows (the de-duplication record) this long; at least MinInboundRetention
+	PayloadRetention time.Duration // TANDEM_INBOUND_PAYLOAD_RETENTION: keep the payloads of conflict and invalid events this long
+}
+
 // Defaults are the built-in values, the same as the shipped configs/tandem.yaml
 // except for api_tokens, which has no built-in default.
 var defaults = map[string]any{
@@ -90,7 +102,7 @@ var defaults = map[string]any{
 	"log_level":              "info",
 	"relay_batch_size":       "200",
 	"relay_poll_interval":    "500ms",
-	"relay_retention":        "168h",
+	"relay_retention":        "24h",
 	"shutdown_timeout":       "20s",
 	"http_max_conns":         "1024",
 	"http_max_conns_per_ip":  "128",
@@ -100,6 +112,10 @@ var defaults = map[string]any{
 	"stripe.rate_limit":      "25",
 	"stripe.api_base":        "",
 	"salesforce.api_version": "v60.0",
+
+	// cmd/webhook's retention of inbound_events (README "Storage").
+	"inbound_retention":         "96h",
+	"inbound_payload_retention": "72h",
 }
 
 // Load reads the configuration. environ is the process environment in
@@ -160,6 +176,12 @@ func Load(environ []string, providers []string) (*Config, error) {
 	c.Relay.BatchSize = c.positiveInt("relay_batch_size", &errs)
 	c.Relay.PollInterval = c.duration("relay_poll_interval", &errs)
 	c.Relay.Retention = c.duration("relay_retention", &errs)
+	c.Inbound.Retention = c.duration("inbound_retention", &errs)
+	c.Inbound.PayloadRetention = c.duration("inbound_payload_retention", &errs)
+	if c.Inbound.Retention > 0 && c.Inbound.Retention < MinInboundRetention {
+		errs = append(errs, fmt.Errorf("config: TANDEM_INBOUND_RETENTION %s: want at least %s (Stripe retries a webhook for 3 days; a pruned event is no longer a duplicate)",
+			c.Inbound.Retention, MinInboundRetention))
+	}
 	c.Shutdown = c.duration("shutdown_timeout", &errs)
 	c.Worker.Prefetch = c.positiveInt("worker_prefetch", &errs)
 	c.Worker.Concurrency = c.positiveInt("worker_concurrency", &errs)

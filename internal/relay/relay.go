@@ -72,7 +72,7 @@ type Config struct {
 	// backlog metrics (TANDEM_RELAY_POLL_INTERVAL, default 500ms).
 	PollInterval time.Duration
 	// Retention is how long published rows are kept before pruning
-	// (TANDEM_RELAY_RETENTION, default 168h).
+	// (TANDEM_RELAY_RETENTION, default 24h; README "Storage" has the sizing).
 	Retention time.Duration
 	// PruneInterval is how often pruning runs (default 1m); PruneBatch the
 	// most rows one DELETE removes (default 1000).
@@ -115,7 +115,7 @@ func (c *Config) setDefaults() {
 		c.PollInterval = 500 * time.Millisecond
 	}
 	if c.Retention == 0 {
-		c.Retention = 168 * time.Hour
+		c.Retention = 24 * time.Hour
 	}
 	if c.PruneInterval == 0 {
 		c.PruneInterval = time.Minute

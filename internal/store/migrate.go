@@ -254,6 +254,15 @@ var migrationApplied = map[uint]func(ctx context.Context, db *sql.DB) (bool, err
 	6: func(ctx context.Context, db *sql.DB) (bool, error) {
 		return columnType(ctx, db, "users", "api_changed_at", "")
 	},
+	7: func(ctx context.Context, db *sql.DB) (bool, error) {
+		return indexExists(ctx, db, "inbound_events", "inbound_events_received")
+	},
+	8: func(ctx context.Context, db *sql.DB) (bool, error) {
+		return columnType(ctx, db, "inbound_events", "payload_at", "")
+	},
+	9: func(ctx context.Context, db *sql.DB) (bool, error) {
+		return indexExists(ctx, db, "inbound_events", "inbound_events_payload")
+	},
 }
 
 // copyingMigrations are the migrations that copy a whole table (MariaDB
@@ -347,6 +356,13 @@ func tableExists(ctx context.Context, db *sql.DB, table string) (bool, error) {
 	var n int
 	err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.TABLES
 		WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?`, table).Scan(&n)
+	return n > 0, err
+}
+
+func indexExists(ctx context.Context, db *sql.DB, table, index string) (bool, error) {
+	var n int
+	err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.STATISTICS
+		WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = ?`, table, index).Scan(&n)
 	return n > 0, err
 }
 

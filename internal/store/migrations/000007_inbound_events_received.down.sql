@@ -1,0 +1,1 @@
+ALTER TABLE inbound_events DROP KEY inbound_events_received;

@@ -1,0 +1,1 @@
+ALTER TABLE inbound_events DROP COLUMN payload_at;
