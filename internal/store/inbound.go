@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/google/uuid"
 	"gorm.io/gorm"
 )
 
@@ -166,24 +167,29 @@ type InboundResult struct {
 // (outside the transaction) and apply the event again with what it read.
 var errNeedRefetch = errors.New("the remote object must be re-read")
 
-// needRefetch is errNeedRefetch with the link's lease sequence as it was
-// before the re-read: a re-read is only good while no push was claimed or
-// recorded since (a push that landed after the read makes it stale).
-type needRefetch struct{ seq int64 }
+// needRefetch is errNeedRefetch naming the user whose link must be leased
+// for the re-read: under the lease no push can land between the re-read and
+// the transaction that applies it.
+type needRefetch struct{ userID string }
 
 func (needRefetch) Error() string        { return errNeedRefetch.Error() }
 func (needRefetch) Is(target error) bool { return target == errNeedRefetch }
 
-// maxRefetches bounds the re-reads of one event (each made stale by a push
-// of the same object meanwhile); past it the event fails and the provider
-// delivers it again later.
+// maxRefetches bounds the re-reads of one event (each made stale by another
+// event of the same object applied meanwhile); past it the event fails and
+// the provider delivers it again later.
 const maxRefetches = 3
+
+// RefetchLeaseWait bounds how long ApplyInbound waits for a push of the same
+// user in flight before it re-reads the object; past it the event fails
+// (5xx) and the provider delivers it again later.
+var RefetchLeaseWait = 15 * time.Second
 
 // refetched is the outcome of a re-read, carried into the next run.
 type refetched struct {
 	state RemoteState
 	found bool
-	seq   int64 // the link's lease sequence before the re-read
+	seq   int64 // the link's lease sequence under which it was read
 }
 
 // errRaceLost asks ApplyInbound to run its transaction again: a concurrent
@@ -269,12 +275,14 @@ func (s *Store) ApplyInbound(ctx context.Context, provider string, ev InboundCha
 		var need needRefetch
 		if errors.As(err, &need) && refetch != nil && refetches < maxRefetches {
 			refetches++
-			st, found, ferr := refetch(ctx)
+			var ferr error
+			res, re, ferr = s.refetchLeased(ctx, provider, ev, need.userID, refetch)
 			if ferr != nil {
-				return InboundResult{}, fmt.Errorf("applying %s event %s: re-reading object %s: %w", provider, ev.EventID, ev.RemoteID, ferr)
+				return InboundResult{}, fmt.Errorf("applying %s event %s: %w", provider, ev.EventID, ferr)
 			}
-			re = &refetched{state: st, found: found, seq: need.seq}
-			attempt--
+			if re == nil {
+				return res, nil
+			}
 			continue
 		}
 		if errors.Is(err, errNeedRefetch) {
@@ -291,6 +299,79 @@ func (s *Store) ApplyInbound(ctx context.Context, provider string, ev InboundCha
 		}
 		return res, nil
 	}
+}
+
+// refetchLeased re-reads the object of ev under the lease of userID's link
+// (so no push of Tandem's lands between the read and the apply) and applies
+// ev with what it read. It waits up to RefetchLeaseWait for a push in
+// flight. re is not nil when the apply asked for another re-read.
+func (s *Store) refetchLeased(ctx context.Context, provider string, ev InboundChange, userID string, refetch RefetchFunc) (res InboundResult, re *refetched, err error) {
+	owner := uuid.NewString()
+	seq, err := s.leaseForRead(ctx, userID, provider, owner)
+	if err != nil {
+		return InboundResult{}, nil, err
+	}
+	defer s.releaseLease(context.WithoutCancel(ctx), userID, provider, owner)
+	st, found, err := refetch(ctx)
+	if err != nil {
+		return InboundResult{}, nil, fmt.Errorf("re-reading object %s: %w", ev.RemoteID, err)
+	}
+	re = &refetched{state: st, found: found, seq: seq}
+	for attempt := 1; ; attempt++ {
+		res, err = s.applyInbound(ctx, provider, ev, re)
+		if errors.Is(err, errNeedRefetch) {
+			return InboundResult{}, re, nil
+		}
+		if err != nil && attempt < 6 && retryable(err) {
+			continue
+		}
+		if err != nil {
+			return InboundResult{}, nil, err
+		}
+		res.Refetched = true
+		return res, nil, nil
+	}
+}
+
+// leaseForRead takes the lease of the link of userID to provider, waiting
+// (up to RefetchLeaseWait) while a push holds it, and returns its sequence.
+func (s *Store) leaseForRead(ctx context.Context, userID, provider, owner string) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, RefetchLeaseWait)
+	defer cancel()
+	wait := 5 * time.Millisecond
+	for {
+		res := s.db.WithContext(ctx).Exec(`UPDATE provider_links FORCE INDEX (PRIMARY)
+			SET lease_seq = lease_seq + 1, lease_until = DATE_ADD(NOW(6), INTERVAL ? MICROSECOND), lease_owner = ?
+			WHERE user_id = ? AND provider = ? AND (lease_until IS NULL OR lease_until <= NOW(6))`,
+			(RefetchLeaseWait + time.Minute).Microseconds(), owner, userID, provider)
+		if res.Error != nil {
+			return 0, fmt.Errorf("leasing the link to re-read: %w", translate(res.Error))
+		}
+		if res.RowsAffected == 1 {
+			var seq []int64
+			if err := s.db.WithContext(ctx).Raw(`SELECT lease_seq FROM provider_links WHERE user_id = ? AND provider = ? AND lease_owner = ?`,
+				userID, provider, owner).Scan(&seq).Error; err != nil {
+				return 0, fmt.Errorf("leasing the link to re-read: %w", translate(err))
+			}
+			if len(seq) == 1 {
+				return seq[0], nil
+			}
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, fmt.Errorf("waiting for a push of the same user to finish before re-reading: %w", ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, 200*time.Millisecond)
+	}
+}
+
+// releaseLease frees a lease taken by owner.
+func (s *Store) releaseLease(ctx context.Context, userID, provider, owner string) {
+	_ = s.db.WithContext(ctx).Exec(`UPDATE provider_links FORCE INDEX (PRIMARY) SET lease_until = NULL, lease_owner = NULL
+		WHERE user_id = ? AND provider = ? AND lease_owner = ?`, userID, provider, owner).Error
 }
 
 func checkChange(provider string, ev InboundChange) error {

@@ -74,10 +74,12 @@ func (t *inboundTx) known(l Link, cur *User, claimed bool) error {
 		return t.outcome(InboundStale, l.UserID, "older than the last applied event ("+l.LastInboundAt.UTC().Format(time.RFC3339Nano)+")")
 	}
 	state := ev.State
-	// A push claimed or recorded since the re-read may have landed after
-	// it: the re-read state is then applied, but not taken for what the
-	// provider holds (the user is pushed back to it).
-	doubt := t.re != nil && t.re.seq != l.LeaseSeq
+	if t.re != nil && t.re.seq != l.LeaseSeq {
+		// The link changed since the re-read, which was made under the
+		// pair's lease (so no push landed meanwhile): another event was
+		// applied. Read again.
+		return needRefetch{userID: l.UserID}
+	}
 	if t.re != nil {
 		if !t.re.found {
 			return t.outcome(InboundStale, l.UserID, "the remote object is gone; its deletion event applies")
@@ -123,7 +125,7 @@ func (t *inboundTx) known(l Link, cur *User, claimed bool) error {
 
 	// 7. A tie, or an event that may predate Tandem's last push: re-read.
 	if t.re == nil && t.ambiguous(l) {
-		return needRefetch{seq: l.LeaseSeq}
+		return needRefetch{userID: l.UserID}
 	}
 	if problem := invalidState(state); problem != "" {
 		return t.conflict(l.UserID, set, InboundInvalid, fmt.Sprintf("%s object %s %s; event %s was not applied",
@@ -158,17 +160,6 @@ func (t *inboundTx) known(l Link, cur *User, claimed bool) error {
 	}
 	t.res.Version = next.Version
 	set["last_error"] = nil
-	if doubt && outcome == InboundApplied {
-		set["status"], set["synced_version"], set["pushed_hash"] = LinkPending, min(l.SyncedVersion, next.Version-1), nil
-		if err := t.tx.Create(t.s.newEvent(next, EventUserUpdated, t.provider)).Error; err != nil {
-			return fmt.Errorf("inserting outbox row: %w", translate(err))
-		}
-		t.announced = true
-		if err := t.writeLink(l.UserID, set, true); err != nil {
-			return err
-		}
-		return t.outcome(outcome, l.UserID, "applied from a re-read that a push may have overtaken; the user is pushed back")
-	}
 	if state.KeepMetadata && l.SyncedVersion < cur.Version {
 		// The provider holds no (readable) metadata: it does not hold the
 		// user's unpushed change of it either, so the pending push stays

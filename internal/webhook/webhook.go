@@ -54,6 +54,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -62,6 +63,7 @@ import (
 	"github.com/tandem-sync/tandem/internal/integrations"
 	"github.com/tandem-sync/tandem/internal/ops"
 	"github.com/tandem-sync/tandem/internal/store"
+	"github.com/tandem-sync/tandem/internal/userfields"
 )
 
 // BodyLimit is the largest delivery accepted (413 beyond), unless the
@@ -337,6 +339,10 @@ func change(ev integrations.InboundEvent) store.InboundChange {
 // stateOf maps a remote customer to the store's state, with the hash the
 // pushing side computes. Without metadata, the store hashes it with the
 // user's metadata.
+//
+// The state is validated exactly as the REST API validates a user
+// (package userfields): one it would refuse carries the reason in Invalid,
+// and the store records the event invalid without applying it.
 func stateOf(c integrations.Customer, withoutMetadata bool) store.RemoteState {
 	if withoutMetadata {
 		c.Metadata = nil
@@ -345,9 +351,29 @@ func stateOf(c integrations.Customer, withoutMetadata bool) store.RemoteState {
 				with := c
 				with.Metadata = md
 				return with.Hash()
-			}}
+			}, Invalid: invalid(c)}
 	}
-	return store.RemoteState{Email: c.Email, Name: c.Name, Phone: c.Phone, Metadata: c.Metadata, Hash: c.Hash()}
+	return store.RemoteState{Email: c.Email, Name: c.Name, Phone: c.Phone, Metadata: c.Metadata, Hash: c.Hash(), Invalid: invalid(c)}
+}
+
+// maxInvalidDetail bounds the reason recorded for an invalid state.
+const maxInvalidDetail = 1000
+
+// invalid says why the API would refuse c as a user, or "".
+func invalid(c integrations.Customer) string {
+	errs := userfields.Validate(c.Email, c.Name, c.Phone, c.Metadata)
+	if len(errs) == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(errs))
+	for _, e := range errs {
+		parts = append(parts, e.Field+": "+e.Message)
+	}
+	detail := "refused as the API would refuse it (" + strings.Join(parts, "; ") + ")"
+	if len(detail) > maxInvalidDetail {
+		detail = strings.ToValidUTF8(detail[:maxInvalidDetail], "") + "…"
+	}
+	return detail
 }
 
 // checkEvent refuses events whose ids cannot be keys (the receiver's bug or

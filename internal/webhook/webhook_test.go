@@ -375,3 +375,41 @@ func TestOperationalEndpoints(t *testing.T) {
 		require.Equal(t, want, resp.StatusCode, path)
 	}
 }
+
+// TestInboundStatesAreValidatedLikeTheAPI (issue 10, finding 8): a customer
+// edited in the dashboard into something the API would refuse (an email
+// LOWER() folds onto another, control characters in metadata or the name)
+// is answered 200 and
+// recorded invalid, and the user keeps what it had, so every later push of
+// the user still works.
+func TestInboundStatesAreValidatedLikeTheAPI(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	u, err := e.st.CreateUser(ctx, store.NewUser{Email: "valid@example.com", Name: "Valid"}, nil)
+	require.NoError(t, err)
+	e.push(u.ID)
+	e.wait()
+	remote := *e.link(u.ID).RemoteID
+	for _, edit := range []func(c *stripefake.Customer){
+		func(c *stripefake.Customer) { c.Email = "\u212Aate@example.com" }, // the Kelvin sign, which LOWER() folds into k
+		func(c *stripefake.Customer) { c.Metadata = map[string]string{"note": "bell\x07"} },
+		func(c *stripefake.Customer) { c.Name = "Escape\x1b[31m and NUL\x00" },
+	} {
+		_, err := e.fake.DashboardUpdate(remote, edit)
+		require.NoError(t, err)
+		e.wait()
+	}
+	got := e.user(u.ID)
+	require.Equal(t, "valid@example.com", got.Email)
+	require.Equal(t, "Valid", got.Name)
+	require.Empty(t, got.Metadata)
+	require.Equal(t, u.Version, got.Version)
+	invalid := 0
+	for _, o := range e.outcomes() {
+		if o == string(store.InboundInvalid) {
+			invalid++
+		}
+	}
+	require.Equal(t, 3, invalid, "%v", e.outcomes())
+}
