@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/tandem-sync/tandem/internal/bench"
-	"github.com/tandem-sync/tandem/internal/relay/relaybench"
+	"github.com/tandem-sync/tandem/internal/bench/relaybench"
 )
 
 func main() {

@@ -7,23 +7,23 @@ import (
 	"os"
 
 	"github.com/tandem-sync/tandem/internal/bench"
-	"github.com/tandem-sync/tandem/internal/webhook"
+	"github.com/tandem-sync/tandem/internal/bench/webhookbench"
 )
 
 func webhookStage(ctx context.Context, dsn string) ([]bench.Row, error) {
 	fmt.Fprintln(os.Stderr, "webhook: raw transaction, bare net/http, Tandem's /webhook/stripe")
-	res, err := webhook.Bench(ctx, io.Discard, dsn, webhook.BenchOptions{})
+	res, err := webhookbench.Run(ctx, io.Discard, dsn, webhookbench.Options{})
 	if err != nil {
 		return nil, err
 	}
-	row := func(s webhook.BenchStage, c int) bench.Row {
+	row := func(s webhookbench.Stage, c int) bench.Row {
 		r := bench.Row{Stage: s.Name, Conc: c, Ops: s.Events, Rate: s.Rate, P50: s.P50, P99: s.P99}
 		if s.Errors > 0 {
 			r.Note = fmt.Sprintf("%d errors", s.Errors)
 		}
 		return r
 	}
-	c := webhook.BenchOptions{}.Concurrency
+	c := webhookbench.Options{}.Concurrency
 	if c == 0 {
 		c = 64
 	}

@@ -5,19 +5,32 @@
 // # Requests
 //
 // Every customer carries metadata.tandem_user_id (MetadataUserIDKey) and
-// every request carries an idempotency key that starts with "tandem-":
+// every request carries an idempotency key that starts with "tandem-" and is
+// unique to one push attempt (integrations.Link.Attempt): Stripe saves the
+// first answer of a request that started executing under its key for 24 h,
+// a 500 included, so a key is never sent twice.
 //
-//   - Upsert without a remote id creates the customer with only
-//     tandem_user_id, keyed tandem-stripe-create-<user id>, then pushes the
-//     data as an update. The create's parameters never change, so a retry
-//     after the user changed still gets the first customer back rather than
-//     Stripe's refusal to reuse a key with other parameters, and never makes
-//     a second customer. A create costs two requests.
+//   - Upsert without a remote id creates the customer holding the whole
+//     state (email, name, phone, metadata and the tag) in one request,
+//     keyed tandem-stripe-create-<user id> on a first attempt. After a push
+//     with an unknown outcome (integrations.Link.Unsure) it first looks for
+//     the customer that push may have made (FindTagged: Stripe's customer
+//     list filtered by the email that push carried, an exact read unlike
+//     Stripe's search, which lags writes by up to a minute) and updates it;
+//     only if there is none does it create, keyed
+//     tandem-stripe-create-<user id>-a<attempt>. Several customers tagged
+//     with the user: a permanent error naming them.
 //   - Upsert with a remote id updates the customer, keyed
-//     tandem-stripe-update-<user id>-v<version>: email, name and phone are
-//     always sent, an empty one as "" (which clears it in Stripe).
-//   - Delete deletes the customer, keyed tandem-stripe-delete-<user id>; a
-//     customer that is already gone (404) counts as deleted.
+//     tandem-stripe-update-<user id>-v<version>-a<attempt>: email, name and
+//     phone are always sent, an empty one as "" (which clears it in Stripe).
+//   - Delete deletes the customer, keyed
+//     tandem-stripe-delete-<user id>-a<attempt>; a customer that is already
+//     gone (404) counts as deleted. Without a remote id it does nothing: the
+//     worker finds a customer an unrecorded create may have made with
+//     FindTagged first.
+//
+// Result.RemoteTime is Stripe's clock when it answered (the Date header):
+// the webhook compares event times with it, one clock per comparison.
 //
 // # Metadata
 //

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandem-sync/tandem/internal/relay/relaybench"
+	"github.com/tandem-sync/tandem/internal/bench/relaybench"
 	"github.com/tandem-sync/tandem/internal/testutil"
 )
 
@@ -15,7 +15,7 @@ import (
 // size; run it once) against a scratch database and vhost, prints the table
 // and reports the numbers as benchmark metrics:
 //
-//	go test -run '^$' -bench Relay -benchtime 1x ./internal/relay/relaybench/
+//	go test -run '^$' -bench Relay -benchtime 1x ./internal/bench/relaybench/
 func BenchmarkRelay(b *testing.B) {
 	dsn := testutil.NewDatabase(b)
 	vhost := testutil.NewVhost(b)

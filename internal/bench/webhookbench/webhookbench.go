@@ -1,4 +1,7 @@
-package webhook
+// Package webhookbench measures the webhook process's event rate against a
+// raw MariaDB ceiling and a bare net/http handler doing the same
+// transaction (make bench, stage "webhook").
+package webhookbench
 
 import (
 	"bufio"
@@ -29,10 +32,11 @@ import (
 	"github.com/tandem-sync/tandem/internal/integrations/stripe"
 	"github.com/tandem-sync/tandem/internal/ops"
 	"github.com/tandem-sync/tandem/internal/store"
+	tandemwebhook "github.com/tandem-sync/tandem/internal/webhook"
 )
 
-// BenchOptions tune Bench. Zero fields take the defaults shown.
-type BenchOptions struct {
+// Options tune Bench. Zero fields take the defaults shown.
+type Options struct {
 	Concurrency int           // concurrent senders, and database connections of each stage (64)
 	Warmup      time.Duration // unmeasured load before each stage (1s)
 	Duration    time.Duration // measured time of each stage (5s)
@@ -42,7 +46,7 @@ type BenchOptions struct {
 	Users int
 }
 
-func (o *BenchOptions) setDefaults() {
+func (o *Options) setDefaults() {
 	if o.Concurrency <= 0 {
 		o.Concurrency = 64
 	}
@@ -57,8 +61,8 @@ func (o *BenchOptions) setDefaults() {
 	}
 }
 
-// BenchStage is the measurement of one stage.
-type BenchStage struct {
+// Stage is the measurement of one stage.
+type Stage struct {
 	Name   string
 	Events int           // events applied in the measured time
 	Rate   float64       // events applied per second
@@ -67,11 +71,11 @@ type BenchStage struct {
 	Errors int // events not answered 200 "applied" (or not committed)
 }
 
-// BenchResult is what Bench measured.
-type BenchResult struct {
-	Raw    BenchStage // the webhook's transaction through database/sql: the ceiling (the better of two runs, first and last)
-	Bare   BenchStage // a bare net/http handler: Stripe signature check + the same transaction
-	Tandem BenchStage // POST /webhook/stripe through Tandem's webhook
+// Result is what Bench measured.
+type Result struct {
+	Raw    Stage // the webhook's transaction through database/sql: the ceiling (the better of two runs, first and last)
+	Bare   Stage // a bare net/http handler: Stripe signature check + the same transaction
+	Tandem Stage // POST /webhook/stripe through Tandem's webhook
 	// Memory of the bench process (webhook, senders and database pools
 	// together) after the Tandem stage: resident set now and at its peak
 	// (VmRSS, VmHWM; 0 where /proc is missing), and Go's heap in use.
@@ -88,9 +92,9 @@ type BenchResult struct {
 // (tandem_bench_webhook_<stage>_<random>) on the server mysqlDSN names (its
 // database name is replaced), dropped afterwards.
 // It writes a markdown table to w.
-func Bench(ctx context.Context, w io.Writer, mysqlDSN string, opts BenchOptions) (BenchResult, error) {
+func Run(ctx context.Context, w io.Writer, mysqlDSN string, opts Options) (Result, error) {
 	opts.setDefaults()
-	var res BenchResult
+	var res Result
 	// The ceiling is measured first and again last, and the better run
 	// kept, so the order of the stages on a shared machine favours none.
 	raw1, err := benchStage(ctx, mysqlDSN, "raw", opts, benchRaw)
@@ -125,7 +129,7 @@ func Bench(ctx context.Context, w io.Writer, mysqlDSN string, opts BenchOptions)
 		opts.Concurrency, opts.Duration, opts.Warmup, opts.Users, runtime.NumCPU())
 	fmt.Fprintln(w, "| stage | events | events/s | p50 | p99 | errors | % of raw | % of bare |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
-	for _, s := range []BenchStage{raw1, res.Bare, res.Tandem, raw2} {
+	for _, s := range []Stage{raw1, res.Bare, res.Tandem, raw2} {
 		fmt.Fprintf(w, "| %s | %d | %.0f | %s | %s | %d | %.0f %% | %.0f %% |\n", s.Name, s.Events, s.Rate,
 			ms2(s.P50), ms2(s.P99), s.Errors, 100*s.Rate/res.Raw.Rate, 100*s.Rate/res.Bare.Rate)
 	}
@@ -142,7 +146,7 @@ type benchEnv struct {
 	dsn   string
 	db    *sql.DB // pool of opts.Concurrency connections
 	users []string
-	opts  BenchOptions
+	opts  Options
 	seq   atomic.Int64
 	tag   string
 }
@@ -155,15 +159,15 @@ type benchOp func(ctx context.Context) error
 
 type stageFunc func(ctx context.Context, e *benchEnv) (op benchOp, stop func(), err error)
 
-func benchStage(ctx context.Context, baseDSN, tag string, opts BenchOptions, stage stageFunc) (BenchStage, error) {
+func benchStage(ctx context.Context, baseDSN, tag string, opts Options, stage stageFunc) (Stage, error) {
 	e, drop, err := newBenchEnv(ctx, baseDSN, tag, opts)
 	if err != nil {
-		return BenchStage{}, err
+		return Stage{}, err
 	}
 	defer drop()
 	op, stop, err := stage(ctx, e)
 	if err != nil {
-		return BenchStage{}, err
+		return Stage{}, err
 	}
 	defer stop()
 	s, failed := benchLoad(ctx, opts, op)
@@ -183,7 +187,7 @@ func benchStage(ctx context.Context, baseDSN, tag string, opts BenchOptions, sta
 
 // benchLoad runs op from opts.Concurrency goroutines: warm-up, then the
 // measured window. failed counts the failed ops of both.
-func benchLoad(ctx context.Context, opts BenchOptions, op benchOp) (s BenchStage, failed int) {
+func benchLoad(ctx context.Context, opts Options, op benchOp) (s Stage, failed int) {
 	var (
 		mu     sync.Mutex
 		lat    []time.Duration
@@ -226,7 +230,7 @@ func benchLoad(ctx context.Context, opts BenchOptions, op benchOp) (s BenchStage
 	}
 	wg.Wait()
 	slices.Sort(lat)
-	s = BenchStage{Events: len(lat), Rate: float64(len(lat)) / opts.Duration.Seconds(), Errors: int(errs.Load())}
+	s = Stage{Events: len(lat), Rate: float64(len(lat)) / opts.Duration.Seconds(), Errors: int(errs.Load())}
 	if len(lat) > 0 {
 		s.P50 = lat[len(lat)/2]
 		s.P99 = lat[min(len(lat)-1, len(lat)*99/100)]
@@ -234,7 +238,7 @@ func benchLoad(ctx context.Context, opts BenchOptions, op benchOp) (s BenchStage
 	return s, int(all.Load())
 }
 
-func newBenchEnv(ctx context.Context, baseDSN, tag string, opts BenchOptions) (*benchEnv, func(), error) {
+func newBenchEnv(ctx context.Context, baseDSN, tag string, opts Options) (*benchEnv, func(), error) {
 	cfg, err := store.ParseDSN(baseDSN)
 	if err != nil {
 		return nil, nil, err
@@ -416,7 +420,7 @@ func benchRaw(_ context.Context, e *benchEnv) (benchOp, func(), error) {
 // rawApply.
 func benchBare(ctx context.Context, e *benchEnv) (benchOp, func(), error) {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, BodyLimit))
+		body, err := io.ReadAll(io.LimitReader(r.Body, tandemwebhook.BodyLimit))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -461,7 +465,7 @@ func benchTandem(ctx context.Context, e *benchEnv) (benchOp, func(), error) {
 		st.Close()
 		return nil, nil, err
 	}
-	app := New(map[string]integrations.WebhookReceiver{"stripe": adapter}, st,
+	app := tandemwebhook.New(map[string]integrations.WebhookReceiver{"stripe": adapter}, st,
 		slog.New(slog.NewJSONHandler(io.Discard, nil)), ops.NewRegistry(), ops.Check{Name: "mysql", Fn: st.Ping})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

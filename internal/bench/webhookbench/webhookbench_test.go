@@ -1,4 +1,4 @@
-package webhook_test
+package webhookbench_test
 
 import (
 	"context"
@@ -9,21 +9,21 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	tandemwebhook "github.com/tandem-sync/tandem/internal/webhook"
+	"github.com/tandem-sync/tandem/internal/bench/webhookbench"
 )
 
 // TestBench runs the benchmark briefly, so it keeps working. For numbers:
 //
-//	TANDEM_WEBHOOK_BENCH=5s go test -run TestBench -v ./internal/webhook/
+//	TANDEM_WEBHOOK_BENCH=5s go test -run TestBench -v ./internal/bench/webhookbench/
 //
 // (TANDEM_WEBHOOK_BENCH_C sets the concurrency, default 64).
 func TestBench(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	opts := tandemwebhook.BenchOptions{Concurrency: 8, Warmup: 100 * time.Millisecond, Duration: 300 * time.Millisecond, Users: 2000}
+	opts := webhookbench.Options{Concurrency: 8, Warmup: 100 * time.Millisecond, Duration: 300 * time.Millisecond, Users: 2000}
 	if d, err := time.ParseDuration(os.Getenv("TANDEM_WEBHOOK_BENCH")); err == nil {
-		opts = tandemwebhook.BenchOptions{Duration: d}
+		opts = webhookbench.Options{Duration: d}
 		if c := os.Getenv("TANDEM_WEBHOOK_BENCH_C"); c != "" {
 			opts.Concurrency = atoi(t, c)
 		}
@@ -33,10 +33,10 @@ func TestBench(t *testing.T) {
 		base = "root@tcp(127.0.0.1:3306)/"
 	}
 	var out strings.Builder
-	res, err := tandemwebhook.Bench(context.Background(), &out, base, opts)
+	res, err := webhookbench.Run(context.Background(), &out, base, opts)
 	require.NoError(t, err)
 	t.Log("\n" + out.String())
-	for _, s := range []tandemwebhook.BenchStage{res.Raw, res.Bare, res.Tandem} {
+	for _, s := range []webhookbench.Stage{res.Raw, res.Bare, res.Tandem} {
 		require.Positive(t, s.Events, s.Name)
 		require.Zero(t, s.Errors, s.Name)
 	}
