@@ -508,7 +508,7 @@ func (s *system) patchOK(ctx context.Context, id string, body map[string]any) er
 }
 
 // dashboardOK POSTs to the sandbox's dashboard API and wants 200.
-func (s *system) dashboardOK(ctx context.Context, path string, fields map[string]string) error {
+func (s *system) dashboardOK(ctx context.Context, path string, fields any) error {
 	status, b, err := s.dashboard(ctx, http.MethodPost, path, fields)
 	if err != nil {
 		return err

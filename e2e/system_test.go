@@ -418,8 +418,9 @@ func (c *apiClient) getUser(ctx context.Context, id string) (apiUser, int, error
 }
 
 // dashboard edits a customer through the sandbox's dashboard JSON API, as a
-// person would: fields maps email, name or phone to their new value.
-func (s *system) dashboard(ctx context.Context, method, path string, fields map[string]string) (int, []byte, error) {
+// person would: fields maps email, name, phone or description to their new
+// value (and metadata to a map of keys to set, "" removing one).
+func (s *system) dashboard(ctx context.Context, method, path string, fields any) (int, []byte, error) {
 	b, err := json.Marshal(fields)
 	if err != nil {
 		return 0, nil, err

@@ -8,10 +8,10 @@
 // The JSON API:
 //
 //	GET  /_sandbox/customers              every customer, newest first ("deleted": true once deleted)
-//	POST /_sandbox/customers              create one, {email, name, phone} (JSON or a form)
-//	POST /_sandbox/customers/{id}         edit one, {email, name, phone}; absent fields are kept
+//	POST /_sandbox/customers              create one, {email, name, phone} (JSON or a form; JSON may add description and metadata)
+//	POST /_sandbox/customers/{id}         edit one, {email, name, phone}; absent fields are kept (JSON: also description, metadata)
 //	POST /_sandbox/customers/{id}/delete  delete one
-//	POST /_sandbox/faults                 {rate_limit_ratio, server_error_ratio, latency}: API faults ({} turns them off)
+//	POST /_sandbox/faults                 {rate_limit_ratio, server_error_ratio, latency, fail_after_write, expire_idempotency_keys}: API faults ({} turns them off)
 //	POST /_sandbox/delivery               {duplicates, order (per_customer|shuffled|reversed), paused}: webhook delivery
 //	GET  /_sandbox/stats                  API requests, events and webhook deliveries so far
 //
@@ -128,6 +128,11 @@ type faultsJSON struct {
 	RateLimitRatio   float64 `json:"rate_limit_ratio"`
 	ServerErrorRatio float64 `json:"server_error_ratio"`
 	Latency          string  `json:"latency,omitempty"`
+	// FailAfterWrite makes the next n writes answer 500 after they took
+	// effect, the 500 saved under their idempotency key, as Stripe does.
+	FailAfterWrite int `json:"fail_after_write,omitempty"`
+	// ExpireIdempotencyKeys forgets every stored key now (Stripe: 24 h).
+	ExpireIdempotencyKeys bool `json:"expire_idempotency_keys,omitempty"`
 }
 
 // faults replaces the injected API faults (stripefake.Server.SetFaults), to
@@ -151,7 +156,15 @@ func (s *Sandbox) faults(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "rate_limit_ratio and server_error_ratio: want shares from 0 to 1 that add up to at most 1", http.StatusBadRequest)
 		return
 	}
+	if in.FailAfterWrite < 0 {
+		http.Error(w, "fail_after_write: want 0 or more", http.StatusBadRequest)
+		return
+	}
 	s.Fake.SetFaults(f)
+	s.Fake.FailAfterWrite(in.FailAfterWrite)
+	if in.ExpireIdempotencyKeys {
+		s.Fake.ExpireIdempotencyKeys()
+	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(in)
 }
@@ -225,24 +238,51 @@ func (s *Sandbox) stats(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// edit reads the fields a dashboard user changes, from a form or JSON.
+// edit reads the fields a dashboard user changes, from a form or JSON
+// (JSON also: description, a field Tandem does not sync, and metadata).
 type edit struct {
-	Email, Name, Phone *string
+	Email, Name, Phone, Description *string
+	Metadata                        map[string]string
+}
+
+// apply writes e over c.
+func (e edit) apply(c *stripefake.Customer) {
+	for _, f := range []struct {
+		from *string
+		to   *string
+	}{{e.Email, &c.Email}, {e.Name, &c.Name}, {e.Phone, &c.Phone}, {e.Description, &c.Description}} {
+		if f.from != nil {
+			*f.to = *f.from
+		}
+	}
+	if e.Metadata != nil {
+		if c.Metadata == nil {
+			c.Metadata = map[string]string{}
+		}
+		for k, v := range e.Metadata {
+			if v == "" {
+				delete(c.Metadata, k)
+			} else {
+				c.Metadata[k] = v
+			}
+		}
+	}
 }
 
 func readEdit(r *http.Request) (edit, error) {
 	var e edit
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
-		var in map[string]string
+		var in struct {
+			Email       *string           `json:"email"`
+			Name        *string           `json:"name"`
+			Phone       *string           `json:"phone"`
+			Description *string           `json:"description"`
+			Metadata    map[string]string `json:"metadata"`
+		}
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&in); err != nil {
 			return e, err
 		}
-		for k, p := range map[string]**string{"email": &e.Email, "name": &e.Name, "phone": &e.Phone} {
-			if v, ok := in[k]; ok {
-				*p = &v
-			}
-		}
-		return e, nil
+		return edit{Email: in.Email, Name: in.Name, Phone: in.Phone, Description: in.Description, Metadata: in.Metadata}, nil
 	}
 	if err := r.ParseForm(); err != nil {
 		return e, err
@@ -276,15 +316,7 @@ func (s *Sandbox) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var c stripefake.Customer
-	if e.Email != nil {
-		c.Email = *e.Email
-	}
-	if e.Name != nil {
-		c.Name = *e.Name
-	}
-	if e.Phone != nil {
-		c.Phone = *e.Phone
-	}
+	e.apply(&c)
 	out, err := s.Fake.DashboardCreate(c)
 	s.answer(w, r, out, err)
 }
@@ -295,17 +327,7 @@ func (s *Sandbox) update(w http.ResponseWriter, r *http.Request) {
 		s.answer(w, r, nil, err)
 		return
 	}
-	out, err := s.Fake.DashboardUpdate(r.PathValue("id"), func(c *stripefake.Customer) {
-		if e.Email != nil {
-			c.Email = *e.Email
-		}
-		if e.Name != nil {
-			c.Name = *e.Name
-		}
-		if e.Phone != nil {
-			c.Phone = *e.Phone
-		}
-	})
+	out, err := s.Fake.DashboardUpdate(r.PathValue("id"), e.apply)
 	s.answer(w, r, out, err)
 }
 

@@ -265,3 +265,53 @@ func TestHistoryIsBounded(t *testing.T) {
 	require.Equal(t, n, stats.Requests.Writes)
 	require.Equal(t, n, stats.Events)
 }
+
+// TestFaultsAfterTheWriteAndUnsyncedFields: the control API can make the
+// next write answer 500 after it took effect (saved under its key, as
+// Stripe does), forget the keys, and edit fields Tandem does not sync.
+func TestFaultsAfterTheWriteAndUnsyncedFields(t *testing.T) {
+	t.Parallel()
+	sb := sandbox.New(sandbox.Config{APIKey: "sk_test_x", WebhookURL: "http://127.0.0.1:1", WebhookSecret: "whsec_test"})
+	defer sb.Close()
+	srv := httptest.NewServer(sb.Handler())
+	defer srv.Close()
+	post := func(path, body string, key ...string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, srv.URL+path, strings.NewReader(body))
+		require.NoError(t, err)
+		if strings.HasPrefix(path, "/v1/") {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.SetBasicAuth("sk_test_x", "")
+			req.Header.Set("Idempotency-Key", key[0])
+		} else {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, _ := post("/_sandbox/faults", `{"fail_after_write":-1}`)
+	require.Equal(t, 400, code)
+	code, _ = post("/_sandbox/faults", `{"fail_after_write":1}`)
+	require.Equal(t, 200, code)
+	code, _ = post("/v1/customers", "email=a%40example.com", "k1")
+	require.Equal(t, 500, code)
+	require.Len(t, sb.Fake.Customers(), 1, "the write took effect")
+	code, _ = post("/v1/customers", "email=a%40example.com", "k1")
+	require.Equal(t, 500, code, "the 500 is replayed under its key")
+	code, _ = post("/_sandbox/faults", `{"expire_idempotency_keys":true}`)
+	require.Equal(t, 200, code)
+	code, _ = post("/v1/customers", "email=a%40example.com", "k1")
+	require.Equal(t, 200, code, "a forgotten key runs again")
+	require.Len(t, sb.Fake.Customers(), 2)
+
+	id := sb.Fake.Customers()[0].ID
+	code, body := post("/_sandbox/customers/"+id, `{"description":"VIP","metadata":{"tier":"gold"}}`)
+	require.Equal(t, 200, code, body)
+	c, ok := sb.Fake.Customer(id)
+	require.True(t, ok)
+	require.Equal(t, "VIP", c.Description)
+	require.Equal(t, "gold", c.Metadata["tier"])
+}

@@ -95,8 +95,9 @@ func (t *inboundTx) unknown(candidate string) error {
 // A tag is no proof: anyone who can edit the object can write it. An object
 // found by its tag alone is linked only when Tandem may have made it (the
 // event is the echo of a Tandem request, or the user's push has an unknown
-// outcome) or its email is the user's; otherwise the user's link is marked
-// conflict, naming the object, for an operator.
+// outcome and the object has the email that push carried) or its email is
+// the user's; otherwise the user's link is marked conflict, naming the
+// object, for an operator.
 func (t *inboundTx) claim(id, email string) (done bool, err error) {
 	err = t.tx.Exec(`INSERT INTO provider_links (user_id, provider, status, synced_version, updated_at)
 		SELECT id, ?, ?, 0, ? FROM users WHERE id = ? AND deleted_at IS NULL
@@ -140,7 +141,10 @@ func (t *inboundTx) claim(id, email string) (done bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if email == "" && !t.ev.Echo && !l.Unsure() && !sameEmail(u.Email, t.ev.State.Email) {
+	// Tandem's own create carried the user's email of the time
+	// (attempt_email): an unknown create is recognised by it.
+	mine := t.ev.Echo || l.Unsure() && l.AttemptEmail != nil && sameEmail(*l.AttemptEmail, t.ev.State.Email)
+	if email == "" && !mine && !sameEmail(u.Email, t.ev.State.Email) {
 		return true, t.foreign(l, fmt.Sprintf("%s object %s is tagged with this user, but Tandem did not make it and its email %q is not the user's; it was not linked (event %s)",
 			t.provider, t.ev.RemoteID, t.ev.State.Email, t.ev.EventID))
 	}

@@ -432,10 +432,14 @@ func (w *Worker) sync(ctx context.Context, msg broker.Message, attempt int, fina
 			if res.RemoteID != "" {
 				up.RemoteID = &res.RemoteID
 			}
-			// A 429 was not executed: the provider holds what it held. Any
-			// other failure may have been (a 5xx after the write, a
-			// timeout): the attempt stays recorded as unknown.
-			if _, limited := integrations.RetryAfter(err); limited {
+			// A 429 was not executed: the provider holds what it held; nor
+			// was a create refused for good (a create is one request, and a
+			// 4xx executes nothing). Any other failure may have been (a 5xx
+			// after the write, a timeout, a refused second request of an
+			// update): the attempt stays recorded as unknown.
+			_, limited := integrations.RetryAfter(err)
+			refusedCreate := integrations.IsPermanent(err) && link.RemoteID == "" && res.RemoteID == ""
+			if limited || refusedCreate {
 				up.ClearAttempt = true
 			}
 			return up, providerError{err}
