@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	mysqldriver "github.com/go-sql-driver/mysql"
+
 	_ "github.com/go-sql-driver/mysql"
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -68,6 +70,7 @@ type system struct {
 	db      *sql.DB // inspection of the test database
 	vhost   string  // AMQP URL of the vhost, direct (for inspection)
 	proxy   *tcpproxy.Proxy
+	mysql   *tcpproxy.Proxy // between the workers and MariaDB
 	sb      *sandbox.Sandbox
 	sbURL   string
 	sf      *salesforcefake.Server // nil unless options.salesforce
@@ -163,10 +166,17 @@ func newSystem(t *testing.T, opts options) *system {
 	dir := t.TempDir()
 	s.api = &process{name: "api", path: bin("api"), env: env, dir: dir, addr: apiAddr, out: &logBuffer{}}
 	s.webhook = &process{name: "webhook", path: bin("webhook"), env: env, dir: dir, addr: webhookAddr, out: &logBuffer{}}
+	// Stripe workers reach MariaDB through a proxy the test can cut.
+	dsnCfg, err := mysqldriver.ParseDSN(s.dsn)
+	if err != nil {
+		t.Fatalf("test DSN: %v", err)
+	}
+	s.mysql = tcpproxy.New(t, dsnCfg.Addr)
+	dsnCfg.Addr = s.mysql.Addr()
 	for i := range opts.workers {
 		addr := freeAddr(t)
 		s.workers = append(s.workers, &process{name: fmt.Sprintf("worker-%d", i+1), path: bin("worker"),
-			args: []string{"-provider", provider}, env: slices.Concat(env, []string{"TANDEM_WORKER_ADDR=" + addr}),
+			args: []string{"-provider", provider}, env: slices.Concat(env, []string{"TANDEM_WORKER_ADDR=" + addr, "TANDEM_MYSQL_DSN=" + dsnCfg.FormatDSN()}),
 			dir: dir, addr: addr, out: &logBuffer{}})
 	}
 	if opts.salesforce {

@@ -190,3 +190,64 @@ func (s *system) customerOf(t *testing.T, id string) string {
 	}
 	return *u.Sync[provider].RemoteID
 }
+
+// TestWorkersLoseMySQLMidPush (issue 10, finding 5): the workers' MySQL
+// connections drop while their pushes are in flight at Stripe (a failover, a
+// proxy timeout), and the users change again meanwhile. With a row lock
+// held across the call, another worker could push the newer version and the
+// older request land last, the link saying synced. With leases nothing
+// records "synced" over a doubt: both sides end on the last API change.
+func TestWorkersLoseMySQLMidPush(t *testing.T) {
+	skipShort(t)
+	s := newSystem(t, options{workers: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const n = 20
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = s.createUser(t, ctx, fmt.Sprintf("cut%d@e2e.example.com", i), fmt.Sprintf("Cut %d", i)).ID
+	}
+	if r, _ := s.awaitConverged(60 * time.Second); !r.ok() {
+		t.Fatalf("the users did not sync:\n%s", r)
+	}
+
+	// Slow pushes, so they are in flight when MySQL goes.
+	s.sb.Fake.SetFaults(stripefake.Faults{Latency: 400 * time.Millisecond})
+	writes := s.sb.Fake.Stats().Writes
+	patchAll := func(name string) {
+		var jobs []func() error
+		for i, id := range ids {
+			jobs = append(jobs, func() error { return s.patchOK(ctx, id, map[string]any{"name": fmt.Sprintf("%s %d", name, i)}) })
+		}
+		if err := parallel(8, jobs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	patchAll("second")
+	if err := waitFor(ctx, 5*time.Millisecond, func() bool { return s.sb.Fake.Stats().Writes > writes }); err != nil {
+		t.Fatal(err)
+	}
+	s.mysql.Cut()
+	patchAll("third") // the API still reaches MySQL
+	cut := time.Now()
+	if err := waitFor(ctx, 50*time.Millisecond, func() bool { return time.Since(cut) > 2*time.Second }); err != nil {
+		t.Fatal(err)
+	}
+	s.mysql.Restore()
+	s.sb.Fake.SetFaults(stripefake.Faults{})
+
+	settled := s.settle(t, 90*time.Second)
+	users, err := s.users(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		i := indexOf(ids, u.ID)
+		if want := fmt.Sprintf("third %d", i); u.Name != want {
+			t.Errorf("user %d ended on %q, want the last API change %q", i, u.Name, want)
+		}
+	}
+	if !(settled.converged && settled.apiOK && settled.quiet) {
+		t.Error("did not reach a fixed point (see above)")
+	}
+}
