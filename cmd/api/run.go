@@ -133,10 +133,4 @@ func pruneIdempotencyKeys(ctx context.Context, st *store.Store, log interface {
 }
 
 // httpLimits are the HTTP server's limits from the configuration.
-func httpLimits(c config.HTTPConfig) ops.Limits {
-	l := ops.Limits{MaxConns: c.MaxConns, MaxConnsPerIP: c.MaxConnsPerIP}
-	if c.MaxConnsPerIP == 0 {
-		l.MaxConnsPerIP = -1 // none
-	}
-	return l
-}
+func httpLimits(c config.HTTPConfig) ops.Limits { return ops.LimitsFor(c.MaxConns, c.MaxConnsPerIP) }

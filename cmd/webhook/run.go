@@ -102,10 +102,7 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	}()
 	defer func() { stopBackground(); <-pruned }() // before st.Close
 
-	limits := ops.Limits{MaxConns: cfg.HTTP.MaxConns, MaxConnsPerIP: cfg.HTTP.MaxConnsPerIP}
-	if cfg.HTTP.MaxConnsPerIP == 0 {
-		limits.MaxConnsPerIP = -1 // none
-	}
+	limits := ops.LimitsFor(cfg.HTTP.MaxConns, cfg.HTTP.MaxConnsPerIP)
 	app := webhook.NewWith(webhook.Options{Limits: limits, NoInboundCreate: !cfg.InboundCreate}, receivers, st, log, reg,
 		ops.Check{Name: "mysql", Fn: st.Ping})
 	routes := make([]string, 0, len(receivers))

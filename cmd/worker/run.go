@@ -87,8 +87,9 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 		return err
 	}
 
-	app := fiber.New(fiber.Config{AppName: "tandem-worker", DisableStartupMessage: true})
-	app.Use(ops.Middleware(log, ops.NewHTTPMetrics(reg)))
+	// Health, readiness and metrics only, hardened like the api's.
+	app := ops.NewApp(fiber.Config{AppName: "tandem-worker", DisableStartupMessage: true},
+		ops.LimitsFor(cfg.HTTP.MaxConns, cfg.HTTP.MaxConnsPerIP), log, ops.NewHTTPMetrics(reg))
 	ops.Mount(app, reg, ops.Check{Name: "mysql", Fn: st.Ping}, ops.Check{Name: "rabbitmq", Fn: conn.Healthy})
 
 	// Bind before consuming: a worker without its health, readiness and

@@ -17,7 +17,7 @@ import (
 func ServeListener(ctx context.Context, app *fiber.App, ln net.Listener, timeout time.Duration) error {
 	addr := ln.Addr().String()
 	errc := make(chan error, 1)
-	go func() { errc <- app.Listener(ln) }()
+	go func() { errc <- app.Listener(Listener(app, ln)) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving on %s: %w", addr, err)

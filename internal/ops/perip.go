@@ -23,8 +23,20 @@ type perIPLimit struct {
 	m     *HTTPMetrics
 }
 
+// LimitsFor are the Limits TANDEM_HTTP_MAX_CONNS and
+// TANDEM_HTTP_MAX_CONNS_PER_IP ask for (a per-address limit of 0: none, as
+// behind a proxy), with the default timeouts.
+func LimitsFor(maxConns, maxConnsPerIP int) Limits {
+	l := Limits{MaxConns: maxConns, MaxConnsPerIP: maxConnsPerIP}
+	if maxConnsPerIP == 0 {
+		l.MaxConnsPerIP = -1
+	}
+	return l
+}
+
 // Listener returns ln limited as app's Limits ask (MaxConns,
-// MaxConnsPerIP), for app.Listener; Serve does it itself. Refused
+// MaxConnsPerIP), for app.Listener; Serve and ServeListener do it
+// themselves. Refused
 // connections are answered (503 beyond MaxConns, 429 beyond
 // MaxConnsPerIP), closed, logged and counted.
 func Listener(app *fiber.App, ln net.Listener) net.Listener {

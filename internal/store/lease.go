@@ -98,10 +98,11 @@ type PushFunc func(ctx context.Context, u User, l Link, seq int64) (LinkUpdate, 
 // update), or a database error.
 func (s *Store) Sync(ctx context.Context, userID, provider string, ttl time.Duration, plan PlanFunc, push PushFunc) error {
 	for range 5 {
-		u, l, err := s.readSync(ctx, userID, provider)
+		u, l, exists, err := s.readSync(ctx, userID, provider)
 		if err != nil {
 			return fmt.Errorf("syncing user %s to %s: %w", userID, provider, err)
 		}
+		l.exists = exists
 		p := plan(u, l)
 		switch {
 		case p.Skip:
@@ -164,33 +165,42 @@ const syncSelect = `SELECT u.id, u.email, u.name, u.phone, u.metadata, u.version
 	FROM users u LEFT JOIN provider_links l ON l.user_id = u.id AND l.provider = ?
 	WHERE u.id = ?`
 
-// readSync reads a user and its link to provider, creating the link if
-// missing.
-func (s *Store) readSync(ctx context.Context, userID, provider string) (User, Link, error) {
-	db := s.db.WithContext(ctx)
-	for range 2 {
-		var rows []syncRow
-		if err := db.Raw(syncSelect, provider, userID).Scan(&rows).Error; err != nil {
-			return User{}, Link{}, fmt.Errorf("reading user and link: %w", translate(err))
-		}
-		if len(rows) == 0 {
-			return User{}, Link{}, ErrNotFound
-		}
-		if rows[0].LUserID != nil {
-			return rows[0].split()
-		}
-		err := db.Exec(`INSERT IGNORE INTO provider_links (user_id, provider, status, synced_version, updated_at)
-			VALUES (?, ?, ?, 0, ?)`, userID, provider, LinkPending, s.clock()).Error
-		if err != nil {
-			return User{}, Link{}, fmt.Errorf("creating link: %w", translate(err))
-		}
+// readSync reads a user and its link to provider. A missing link is returned
+// as the link a new one starts as (pending, nothing synced, sequence 0),
+// with exists false: claim creates it.
+func (s *Store) readSync(ctx context.Context, userID, provider string) (u User, l Link, exists bool, err error) {
+	var rows []syncRow
+	if err := s.db.WithContext(ctx).Raw(syncSelect, provider, userID).Scan(&rows).Error; err != nil {
+		return User{}, Link{}, false, fmt.Errorf("reading user and link: %w", translate(err))
 	}
-	return User{}, Link{}, fmt.Errorf("reading user and link: %w", errRaceLost)
+	if len(rows) == 0 {
+		return User{}, Link{}, false, ErrNotFound
+	}
+	u, l, err = rows[0].split()
+	if rows[0].LUserID == nil {
+		l = Link{UserID: userID, Provider: provider, Status: LinkPending}
+		return u, l, false, err
+	}
+	return u, l, true, err
 }
 
 // claim takes the lease of l's pair if it is free (or expired) and l's
-// sequence is still the one read, and records the attempt.
+// sequence is still the one read, and records the attempt. A link that did
+// not exist is created holding the lease, in the same statement.
 func (s *Store) claim(ctx context.Context, l Link, a Attempt, ttl time.Duration, owner string) (int64, bool, error) {
+	if !l.exists {
+		err := s.db.WithContext(ctx).Exec(`INSERT INTO provider_links (user_id, provider, status, synced_version, updated_at,
+				lease_seq, lease_until, lease_owner, attempt_version, attempt_hash, attempt_email, attempt_at, recent_hashes)
+			SELECT id, ?, ?, 0, ?, 1, DATE_ADD(NOW(6), INTERVAL ? MICROSECOND), ?, ?, ?, ?, NOW(6), ? FROM users WHERE id = ?`,
+			l.Provider, LinkPending, s.clock(), ttl.Microseconds(), owner, a.Version, nullString(a.Hash), a.Email, l.withRecent(a.Hash), l.UserID).Error
+		switch {
+		case errors.Is(translate(err), ErrConflict):
+			return 0, false, nil // created meanwhile: read again
+		case err != nil:
+			return 0, false, fmt.Errorf("creating link: %w", translate(err))
+		}
+		return 1, true, nil
+	}
 	res := s.db.WithContext(ctx).Exec(`UPDATE provider_links FORCE INDEX (PRIMARY)
 		SET lease_seq = lease_seq + 1, lease_until = DATE_ADD(NOW(6), INTERVAL ? MICROSECOND), lease_owner = ?,
 			attempt_version = ?, attempt_hash = ?, attempt_email = ?, attempt_at = NOW(6), recent_hashes = ?

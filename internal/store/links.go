@@ -49,6 +49,8 @@ type Link struct {
 	// RecentHashes is a JSON array of the states of the last pushes
 	// (RecentPushes), newest last.
 	RecentHashes *string
+
+	exists bool // the row exists (Store.Sync reads links that do not yet)
 }
 
 // RecentPushesKept is how many of a link's last pushed states are kept.

@@ -229,3 +229,70 @@ func TestATagAloneLinksNothing(t *testing.T) {
 	require.Equal(t, store.LinkConflict, l.Status)
 	require.Contains(t, *l.LastError, "cus_forged")
 }
+
+// TestEventsAreComparedWithThePushOnTheProvidersClock (finding 4): the
+// worker's clock runs 5 s behind. A dashboard edit made just before
+// Tandem's push (which overwrote it in Stripe) arrives late: compared with
+// the worker's synced_at it looks newer than the push; compared with the
+// push's own Date (Stripe's clock) it may predate it, so it is settled by a
+// re-read, which shows the push.
+func TestEventsAreComparedWithThePushOnTheProvidersClock(t *testing.T) {
+	t.Parallel()
+	st, dsn := testutil.NewStore(t)
+	ctx := context.Background()
+	behind, err := store.Open(ctx, dsn, store.Options{Now: func() time.Time { return time.Now().Add(-5 * time.Second) }})
+	require.NoError(t, err)
+	t.Cleanup(func() { behind.Close() })
+	u, err := st.CreateUser(ctx, store.NewUser{Email: "skew@example.com", Name: "Pushed"}, nil)
+	require.NoError(t, err)
+	stripeNow := time.Now().Truncate(time.Second)
+	remote := "cus_skew"
+	pushed := state(u.Email, u.Name, u.Metadata)
+	err = behind.Sync(ctx, u.ID, "stripe", time.Minute, func(cur store.User, _ store.Link) store.Plan {
+		return store.Plan{Attempt: store.Attempt{Version: cur.Version, Hash: pushed.Hash, Email: cur.Email}}
+	}, func(context.Context, store.User, store.Link, int64) (store.LinkUpdate, error) {
+		return store.LinkUpdate{Status: store.LinkSynced, RemoteID: &remote, SyncedVersion: &u.Version, PushedHash: &pushed.Hash,
+			PushedRemoteAt: &stripeNow, ClearAttempt: true}, nil
+	})
+	require.NoError(t, err)
+
+	ev := change(remote, state(u.Email, "Dashboard, overwritten by the push", nil))
+	ev.OccurredAt = stripeNow.Add(-time.Second)
+	reads := 0
+	res, err := st.ApplyInbound(ctx, "stripe", ev, func(context.Context) (store.RemoteState, bool, error) {
+		reads++
+		return pushed, true, nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, 1, reads, "settled by a re-read")
+	require.Equal(t, store.InboundEcho, res.Outcome, res.Detail)
+	got, err := st.GetUser(ctx, u.ID)
+	require.NoError(t, err)
+	require.Equal(t, "Pushed", got.Name, "Tandem holds what Stripe holds")
+}
+
+// TestUnreadableMetadataNeverMarksAPendingPushSynced (finding 10): an
+// inbound state without readable metadata (a Salesforce metadata field that
+// does not parse) says nothing about the user's unpushed metadata change:
+// the link stays behind, and the push is not skipped.
+func TestUnreadableMetadataNeverMarksAPendingPushSynced(t *testing.T) {
+	t.Parallel()
+	st, _ := testutil.NewStore(t)
+	ctx := context.Background()
+	u := linked(t, st, "md@example.com", "003MD")
+	v := "enterprise"
+	patched, err := st.UpdateUser(ctx, u.ID, store.Patch{Metadata: map[string]*string{"plan": &v}}, 0)
+	require.NoError(t, err)
+	ev := change("003MD", store.RemoteState{Email: u.Email, Name: "Renamed in Salesforce", KeepMetadata: true,
+		HashWith: func(md map[string]string) string { return state(u.Email, "Renamed in Salesforce", md).Hash }})
+	res, err := st.ApplyInbound(ctx, "stripe", ev, noRefetch(t))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundApplied, res.Outcome, res.Detail)
+	got, err := st.GetUser(ctx, u.ID)
+	require.NoError(t, err)
+	require.Equal(t, "Renamed in Salesforce", got.Name)
+	require.Equal(t, "enterprise", got.Metadata["plan"], "the user keeps its metadata")
+	l := link(t, st, u.ID)
+	require.Less(t, l.SyncedVersion, patched.Version, "the metadata change is still to be pushed")
+	require.Nil(t, l.PushedHash, "what the provider holds is not known as a whole")
+}

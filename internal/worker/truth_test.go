@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-sync/tandem/internal/broker"
 	"github.com/tandem-sync/tandem/internal/integrations"
 	"github.com/tandem-sync/tandem/internal/store"
 	"github.com/tandem-sync/tandem/internal/worker"
@@ -125,4 +127,28 @@ func TestLostLeaseIsRetriedNotRecordedSynced(t *testing.T) {
 	got, err := p.store.GetUser(ctx, u.ID)
 	require.NoError(t, err)
 	require.Equal(t, "Edited in Stripe", got.Name, "the remote edit, newer, won")
+}
+
+// TestTheWorkerDeadLettersBeforeRabbitMQDoes (finding 10): a message
+// RabbitMQ has handed back x-delivery-limit - 1 times (workers died holding
+// it) would next be dead-lettered by RabbitMQ itself, the link never
+// saying why. The worker dead-letters it first, and the link shows failed.
+func TestTheWorkerDeadLettersBeforeRabbitMQDoes(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, pipelineOpts{})
+	u := p.create("poison@example.com")
+	p.waitSynced(20*time.Second, store.LinkSynced, u)
+
+	pub, err := broker.Message{EventID: "0193aaaa-0000-7000-8000-000000000001", Type: "user.updated", UserID: u.ID,
+		Version: u.Version + 1, OccurredAt: time.Now().UTC(), Origin: "api"}.Publishing()
+	require.NoError(t, err)
+	pub.Headers = amqp.Table{"x-delivery-count": int64(broker.DeliveryLimit - 1)}
+	ch, err := p.pubConn.Channel()
+	require.NoError(t, err)
+	defer ch.Close()
+	require.NoError(t, ch.PublishWithContext(context.Background(), "", broker.WorkQueue("stripe"), false, false, pub))
+
+	l := p.waitStatus(20*time.Second, u.ID, store.LinkFailed)
+	require.Contains(t, deref(l.LastError), "handed back to RabbitMQ")
+	require.Eventually(t, func() bool { return p.queueDepth(broker.DeadQueue("stripe")) == 1 }, 20*time.Second, 10*time.Millisecond)
 }
