@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,24 +12,6 @@ import (
 
 	"github.com/tandem-sync/tandem/internal/testutil"
 )
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // testToken is long enough for config.MinAPITokenLen.
 const testToken = "run-test-token-0123456789"
@@ -45,14 +25,14 @@ func freeAddr(t *testing.T) string {
 
 func TestRunRefusesMissingTokens(t *testing.T) {
 	t.Parallel()
-	err := run(context.Background(), nil, []string{"TANDEM_CONFIG=", "TANDEM_MYSQL_DSN=" + testutil.NewDatabase(t)}, &syncBuffer{})
+	err := run(context.Background(), nil, []string{"TANDEM_CONFIG=", "TANDEM_MYSQL_DSN=" + testutil.NewDatabase(t)}, &testutil.SyncBuffer{})
 	require.EqualError(t, err, "config: TANDEM_API_TOKENS is required (comma-separated bearer tokens)")
-	err = run(context.Background(), nil, []string{"TANDEM_CONFIG=", "TANDEM_API_TOKENS=dev-token"}, &syncBuffer{})
+	err = run(context.Background(), nil, []string{"TANDEM_CONFIG=", "TANDEM_API_TOKENS=dev-token"}, &testutil.SyncBuffer{})
 	require.ErrorContains(t, err, "TANDEM_API_TOKENS: token 1 of 1 is 9 characters long: want at least 16 characters")
 	// The shipped file sets no token either.
-	err = run(context.Background(), nil, []string{"TANDEM_CONFIG=../../configs/tandem.yaml"}, &syncBuffer{})
+	err = run(context.Background(), nil, []string{"TANDEM_CONFIG=../../configs/tandem.yaml"}, &testutil.SyncBuffer{})
 	require.EqualError(t, err, "config: TANDEM_API_TOKENS is required (comma-separated bearer tokens)")
-	err = run(context.Background(), nil, []string{"TANDEM_CONFIG=", "TANDEM_API_TOKENS=x", "TANDEM_MAX_ATTEMPTS=-1"}, &syncBuffer{})
+	err = run(context.Background(), nil, []string{"TANDEM_CONFIG=", "TANDEM_API_TOKENS=x", "TANDEM_MAX_ATTEMPTS=-1"}, &testutil.SyncBuffer{})
 	require.ErrorContains(t, err, "TANDEM_MAX_ATTEMPTS")
 }
 
@@ -64,7 +44,7 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 	dsn := testutil.NewDatabase(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	addrs := []string{freeAddr(t), freeAddr(t)}
 	errs := make(chan error, 2)
 	for _, addr := range addrs {
@@ -110,7 +90,7 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 func TestMigrateOnly(t *testing.T) {
 	t.Parallel()
 	dsn := testutil.NewDatabase(t)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	err := run(ctx, []string{"-migrate-only"}, []string{"TANDEM_CONFIG=", "TANDEM_MYSQL_DSN=" + dsn,

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,24 +17,6 @@ import (
 	"github.com/tandem-sync/tandem/internal/store"
 	"github.com/tandem-sync/tandem/internal/testutil"
 )
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -57,7 +38,7 @@ func TestRunRefusesMissingSecrets(t *testing.T) {
 			`building provider stripe: config: STRIPE_ACCEPT_API_VERSION_MISMATCH "maybe": want true or false`},
 		{[]string{"TANDEM_PROVIDERS=nope"}, `unknown provider "nope"`},
 	} {
-		err := run(context.Background(), nil, append(append([]string{}, base...), tc.env...), &syncBuffer{})
+		err := run(context.Background(), nil, append(append([]string{}, base...), tc.env...), &testutil.SyncBuffer{})
 		require.ErrorContains(t, err, tc.want)
 		require.True(t, strings.HasPrefix(err.Error(), tc.want), "%v", err)
 		require.NotContains(t, err.Error(), "\n", "one line")
@@ -76,7 +57,7 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 		('stripe', 'evt_recent', 'customer.updated', 'conflict', 'raw', UTC_TIMESTAMP(6) - INTERVAL 1 HOUR)`)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	addr := freeAddr(t)
 	env := []string{"TANDEM_CONFIG=", "TANDEM_MYSQL_DSN=" + dsn, "TANDEM_WEBHOOK_ADDR=" + addr, "TANDEM_PROVIDERS=stripe",
 		"STRIPE_SECRET_KEY=sk_test_run", "STRIPE_WEBHOOK_SECRET=whsec_run", "STRIPE_API_BASE=http://127.0.0.1:1",

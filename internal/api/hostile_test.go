@@ -219,7 +219,7 @@ func TestDatabaseOutageIs503WithRetryAfter(t *testing.T) {
 func TestServerRefusalsReachLogsAndMetrics(t *testing.T) {
 	t.Parallel()
 	st, _ := testutil.NewStore(t)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	reg := ops.NewRegistry()
 	app := api.New(st, st, api.Config{Tokens: []string{token}, Providers: []string{"stripe"}},
 		slog.New(slog.NewJSONHandler(&logs, nil)), reg)
@@ -242,22 +242,4 @@ func TestServerRefusalsReachLogsAndMetrics(t *testing.T) {
 	require.Regexp(t, `tandem_http_requests_total\{[^}]*status="413"[^}]*\} 1`, string(b))
 	require.Contains(t, logs.String(), `"status":431`)
 	require.Contains(t, logs.String(), `"status":413`)
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

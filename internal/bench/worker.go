@@ -256,7 +256,7 @@ func workerThroughput(ctx context.Context, dsn string, conn *broker.Conn, pub *b
 	el := time.Since(start)
 	calls := len(fake.Requests())
 	creates := Row{Stage: "Worker: creates synced/s (fake, no latency, no limit)", Conc: concurrency, Ops: n, Rate: float64(n) / el.Seconds(),
-		Note: fmt.Sprintf("%d Stripe calls (a create is 2)", calls)}
+		Note: fmt.Sprintf("%d Stripe calls (a create is 1)", calls)}
 
 	// Then every user changes once: one update call per sync.
 	if _, err := st.DB().ExecContext(ctx, "UPDATE users SET name = 'Bench User 2', version = 2"); err != nil {
@@ -379,7 +379,7 @@ func rateLimited(ctx context.Context, dsn string, conn *broker.Conn, pub *broker
 	return Row{Stage: "Worker with STRIPE_RATE_LIMIT=25: Stripe requests/s", Conc: 32, Ops: after - before,
 		Rate:   float64(after-before) / dur.Seconds(),
 		Ratios: map[string]float64{"limit": float64(after-before) / dur.Seconds() / 25},
-		Note: fmt.Sprintf("target ≥ 24/s with 0 429s: %d 429s; %.1f syncs/s (a create is 2 calls)",
+		Note: fmt.Sprintf("target ≥ 24/s with 0 429s: %d 429s; %.1f syncs/s (a create is 1 call)",
 			rejected, float64(syncedAfter-syncedBefore)/dur.Seconds())}, nil
 }
 

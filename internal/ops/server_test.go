@@ -2,14 +2,12 @@ package ops_test
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,30 +15,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-sync/tandem/internal/ops"
+	"github.com/tandem-sync/tandem/internal/testutil"
 )
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // hardened serves a NewApp app with a /echo route reading up to 1 KiB.
-func hardened(t *testing.T, l ops.Limits) (addr string, logs *syncBuffer, metrics func() string) {
+func hardened(t *testing.T, l ops.Limits) (addr string, logs *testutil.SyncBuffer, metrics func() string) {
 	t.Helper()
-	logs = &syncBuffer{}
+	logs = &testutil.SyncBuffer{}
 	reg := ops.NewRegistry()
 	app := ops.NewApp(fiber.Config{DisableStartupMessage: true}, l, slog.New(slog.NewJSONHandler(logs, nil)), ops.NewHTTPMetrics(reg))
 	app.Post("/echo", func(c *fiber.Ctx) error {

@@ -1,10 +1,8 @@
 package stripe_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -12,24 +10,8 @@ import (
 	"github.com/tandem-sync/tandem/internal/fakes/stripefake"
 	"github.com/tandem-sync/tandem/internal/integrations"
 	"github.com/tandem-sync/tandem/internal/integrations/stripe"
+	"github.com/tandem-sync/tandem/internal/testutil"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestDebugLogsCarryNoPersonalData: at debug level stripe-go reports every
 // response body and Stripe's error messages, which hold the customer's
@@ -38,7 +20,7 @@ func (s *syncBuffer) String() string {
 func TestDebugLogsCarryNoPersonalData(t *testing.T) {
 	t.Parallel()
 	fake := startStripeFake(t)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := stripe.New(stripe.Config{SecretKey: stripefake.DefaultAPIKey, APIBase: fake.URL(), RateLimit: 1000},
 		stripe.Options{Logger: log})
