@@ -260,7 +260,7 @@ func baseEnv(extra ...string) []string {
 		"TANDEM_RETRY_TIERS="+retryTiers,
 		"TANDEM_RELAY_POLL_INTERVAL=100ms",
 		"TANDEM_SHUTDOWN_TIMEOUT=5s",
-		"TANDEM_LOG_LEVEL=info",
+		"TANDEM_LOG_LEVEL="+logLevel(),
 		"STRIPE_SECRET_KEY="+stripeKey,
 		"STRIPE_WEBHOOK_SECRET="+webhookSecret,
 		"STRIPE_RATE_LIMIT=1000",
@@ -447,4 +447,13 @@ func (s *system) dashboard(ctx context.Context, method, path string, fields any)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, body, err
+}
+
+// logLevel is the processes' TANDEM_LOG_LEVEL: info, or TANDEM_E2E_LOG_LEVEL
+// (debug shows every message and inbound event, for a failure to read).
+func logLevel() string {
+	if l := os.Getenv("TANDEM_E2E_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "info"
 }

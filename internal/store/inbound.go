@@ -222,11 +222,12 @@ var errRaceLost = errors.New("lost a race for a provider link")
 //  6. an event older (by more than InboundPushMargin) than the user's last
 //     API change, which this provider does not hold yet, is InboundStale:
 //     the later write wins, and the worker's pending push overwrites it;
-//  7. an event that ties with the last applied one, or may predate
-//     Tandem's last push (compared on the provider's own clock:
-//     pushed_remote_at, the Date of the push's answer), is settled by
-//     re-reading the object (refetch, outside the transaction) and
-//     applying what it holds;
+//  7. an event that ties with the last applied one, may predate Tandem's
+//     last push (compared on the provider's own clock: pushed_remote_at,
+//     the Date of the push's answer), or lies within InboundPushMargin of
+//     an API change this provider does not hold yet, is settled by
+//     re-reading the object (refetch, under the pair's lease, outside the
+//     transaction) and applying what it holds;
 //  8. otherwise the user takes the remote email, name, phone and metadata
 //     (version + 1 if that changes anything), the link records the
 //     version, the state's hash and metadata keys as synced, and the

@@ -4,9 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"strings"
 
 	"github.com/google/uuid"
+	"github.com/tandem-sync/tandem/internal/userfields"
 )
 
 // notLinked handles an event of a remote object no link names (yet).
@@ -55,6 +55,12 @@ func (t *inboundTx) unknown(candidate string) error {
 	if ev.State.Email == "" {
 		return t.outcome(InboundIgnoredNoEmail, "", "an unknown remote object without an email")
 	}
+	if problem := ev.State.Invalid; problem != "" {
+		// Before looking its email up: LOWER() would fold an email the API
+		// refuses (the Kelvin sign) onto another user's.
+		t.payload = true
+		return t.outcome(InboundInvalid, "", fmt.Sprintf("%s object %s: %s; it was not linked and no user was made of it", t.provider, ev.RemoteID, problem))
+	}
 	for range 3 {
 		owner, err := t.emailOwner(ev.State.Email, "")
 		if err != nil {
@@ -69,10 +75,6 @@ func (t *inboundTx) unknown(candidate string) error {
 		}
 		if ev.NoCreate {
 			return t.outcome(InboundIgnoredUnknown, "", "no user has this object's email, and TANDEM_INBOUND_CREATE is off")
-		}
-		if problem := ev.State.Invalid; problem != "" {
-			t.payload = true
-			return t.outcome(InboundInvalid, "", fmt.Sprintf("%s object %s: %s; no user was made of it", t.provider, ev.RemoteID, problem))
 		}
 		if problem := invalidState(ev.State); problem != "" {
 			t.payload = true
@@ -219,8 +221,13 @@ func (t *inboundTx) link(l Link, cur User, state RemoteState, set map[string]any
 }
 
 // sameEmail reports whether two emails are the same address, as the users'
-// unique key compares them (case-insensitively).
-func sameEmail(a, b string) bool { return a != "" && strings.EqualFold(a, b) }
+// unique key compares them: both valid (ASCII, package userfields) and equal
+// but for the case of ASCII letters. (strings.EqualFold and MariaDB's
+// LOWER() would also match the Kelvin sign with k, İ with i.)
+func sameEmail(a, b string) bool {
+	return a != "" && len(userfields.CheckEmail(a)) == 0 && len(userfields.CheckEmail(b)) == 0 &&
+		userfields.EmailKey(a) == userfields.EmailKey(b)
+}
 
 // foreign marks link l conflict: a remote object that is not l's claims
 // its user.

@@ -124,7 +124,7 @@ func (t *inboundTx) known(l Link, cur *User, claimed bool) error {
 	}
 
 	// 7. A tie, or an event that may predate Tandem's last push: re-read.
-	if t.re == nil && t.ambiguous(l) {
+	if t.re == nil && t.ambiguous(l, *cur) {
 		return needRefetch{userID: l.UserID}
 	}
 	if problem := invalidState(state); problem != "" {
@@ -232,12 +232,18 @@ func (t *inboundTx) olderThanLocalChange(l Link, cur User, state RemoteState, se
 
 // ambiguous reports whether the event's state may not be the remote
 // object's latest: it ties with the last applied event, or it may predate
-// Tandem's last push. The push is compared on the provider's own clock (the
-// Date of its answer, at RemoteClockResolution) when the provider gave one;
-// otherwise on the worker's, with InboundPushMargin for the difference.
-func (t *inboundTx) ambiguous(l Link) bool {
+// Tandem's last push, or it is within InboundPushMargin of an API change
+// this provider does not hold yet (which of the two came last cannot be
+// told from the times; the object as it is now says). The push is compared
+// on the provider's own clock (the Date of its answer, at
+// RemoteClockResolution) when the provider gave one; otherwise on the
+// worker's, with InboundPushMargin for the difference.
+func (t *inboundTx) ambiguous(l Link, cur User) bool {
 	at := t.ev.OccurredAt
 	if l.LastInboundAt != nil && at.Equal(l.LastInboundAt.UTC()) {
+		return true
+	}
+	if cur.APIVersion > l.SyncedVersion && !cur.APIChangedAt.Before(at.Add(-InboundPushMargin)) {
 		return true
 	}
 	if l.PushedRemoteAt != nil {

@@ -296,3 +296,52 @@ func TestUnreadableMetadataNeverMarksAPendingPushSynced(t *testing.T) {
 	require.Less(t, l.SyncedVersion, patched.Version, "the metadata change is still to be pushed")
 	require.Nil(t, l.PushedHash, "what the provider holds is not known as a whole")
 }
+
+// TestAnEmailTheAPIRefusesLinksNobody: MariaDB's LOWER() folds the Kelvin
+// sign into k, so "Kate@…" written with it would find kate@…'s user. An
+// unknown object whose state the API would refuse is recorded invalid
+// before its email is looked up.
+func TestAnEmailTheAPIRefusesLinksNobody(t *testing.T) {
+	t.Parallel()
+	st, _ := testutil.NewStore(t)
+	ctx := context.Background()
+	kate, err := st.CreateUser(ctx, store.NewUser{Email: "kate@example.com", Name: "Kate"}, nil)
+	require.NoError(t, err)
+	squat := change("cus_squat", state("\u212Aate@example.com", "Squatter", nil))
+	squat.State.Invalid = "email: not a valid address"
+	res, err := st.ApplyInbound(ctx, "stripe", squat, noRefetch(t))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundInvalid, res.Outcome)
+	links, err := st.Links(ctx, kate.ID)
+	require.NoError(t, err)
+	require.Empty(t, links[kate.ID], "kate is linked to nothing")
+}
+
+// TestAnEventWithinTheMarginOfAnUnpushedAPIChangeIsReRead: which of a
+// dashboard edit and an API change made within InboundPushMargin of each
+// other came last cannot be told from their times, so the event is not
+// applied at face value (a late, older edit would then undo newer writes on
+// both sides): the object is re-read and what it holds now is applied.
+func TestAnEventWithinTheMarginOfAnUnpushedAPIChangeIsReRead(t *testing.T) {
+	t.Parallel()
+	st, _ := testutil.NewStore(t)
+	ctx := context.Background()
+	u := linked(t, st, "margin@example.com", "cus_margin")
+	name := "api 5"
+	api, err := st.UpdateUser(ctx, u.ID, store.Patch{Name: &name}, 0)
+	require.NoError(t, err)
+	older := change("cus_margin", state(u.Email, "dash 4", u.Metadata))
+	older.OccurredAt = api.UpdatedAt.Add(-time.Second).Truncate(time.Second)
+	now := state(u.Email, "dash 5", u.Metadata)
+	reads := 0
+	res, err := st.ApplyInbound(ctx, "stripe", older, func(context.Context) (store.RemoteState, bool, error) {
+		reads++
+		return now, true, nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, 1, reads)
+	require.Equal(t, store.InboundApplied, res.Outcome, res.Detail)
+	got, err := st.GetUser(ctx, u.ID)
+	require.NoError(t, err)
+	require.Equal(t, "dash 5", got.Name, "what the object holds now, not the older edit")
+}

@@ -274,7 +274,7 @@ func (h *handler) answer(c *fiber.Ctx, log *slog.Logger, events []integrations.I
 		case store.InboundIgnoredNoEmail:
 			log.Info("inbound event ignored", append(attrs, "detail", res.Detail)...)
 		default:
-			log.Debug("inbound event", attrs...)
+			log.Debug("inbound event", append(attrs, "detail", res.Detail)...)
 		}
 		out = append(out, outcomeJSON{ID: ev.ID, Type: ev.RawType, Outcome: string(res.Outcome), UserID: res.UserID})
 	}

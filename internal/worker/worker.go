@@ -383,6 +383,7 @@ func (w *Worker) settleLogged(ctx context.Context, log *slog.Logger, d amqp.Deli
 	}
 	w.m.messages.WithLabelValues(w.name, outcome).Inc()
 	w.m.latency.WithLabelValues(w.name, outcome).Observe(time.Since(start).Seconds())
+	log.Debug("message handled", "outcome", outcome)
 }
 
 // sync pushes the user msg names, as it is now, under the user's lease.
