@@ -129,6 +129,19 @@ func (st RemoteState) resolve(md map[string]string) (RemoteState, error) {
 	return st, nil
 }
 
+// over returns u holding st: its email, name and phone, and its metadata
+// unless st keeps the user's (KeepMetadata).
+func (st RemoteState) over(u User) User {
+	u.Email, u.Name, u.Phone = st.Email, st.Name, st.Phone
+	if !st.KeepMetadata {
+		u.Metadata = maps.Clone(st.Metadata)
+		if u.Metadata == nil {
+			u.Metadata = map[string]string{}
+		}
+	}
+	return u
+}
+
 // InboundChange is one verified inbound event, as ApplyInbound needs it.
 type InboundChange struct {
 	EventID    string    // the provider's event id: the de-duplication key (ASCII, ≤ 255)
@@ -270,24 +283,23 @@ func (s *Store) ApplyInbound(ctx context.Context, provider string, ev InboundCha
 		ev.UserID = "" // not an id Tandem made: no user is tagged
 	}
 	var re *refetched
+	release := func() {}
+	defer func() { release() }()
 	refetches := 0
 	for attempt := 1; ; attempt++ {
 		res, err := s.applyInbound(ctx, provider, ev, re)
 		var need needRefetch
 		if errors.As(err, &need) && refetch != nil && refetches < maxRefetches {
 			refetches++
-			var ferr error
-			res, re, ferr = s.refetchLeased(ctx, provider, ev, need.userID, refetch)
-			if ferr != nil {
-				return InboundResult{}, fmt.Errorf("applying %s event %s: %w", provider, ev.EventID, ferr)
-			}
-			if re == nil {
-				return res, nil
+			release()
+			re, release, err = s.readLeased(ctx, need.userID, provider, ev.RemoteID, refetch)
+			if err != nil {
+				return InboundResult{}, fmt.Errorf("applying %s event %s: %w", provider, ev.EventID, err)
 			}
 			continue
 		}
 		if errors.Is(err, errNeedRefetch) {
-			err = errors.New("the event may not be the latest and no re-read could settle it (no re-read possible, or pushes of the object kept landing meanwhile)")
+			err = errors.New("the event may not be the latest and no re-read could settle it (no re-read possible, or other events of the object kept changing its link)")
 		}
 		if err != nil && attempt < 6 && retryable(err) {
 			continue
@@ -295,43 +307,28 @@ func (s *Store) ApplyInbound(ctx context.Context, provider string, ev InboundCha
 		if err != nil {
 			return InboundResult{}, fmt.Errorf("applying %s event %s: %w", provider, ev.EventID, err)
 		}
-		if re != nil {
-			res.Refetched = true
-		}
+		res.Refetched = re != nil
 		return res, nil
 	}
 }
 
-// refetchLeased re-reads the object of ev under the lease of userID's link
-// (so no push of Tandem's lands between the read and the apply) and applies
-// ev with what it read. It waits up to RefetchLeaseWait for a push in
-// flight. re is not nil when the apply asked for another re-read.
-func (s *Store) refetchLeased(ctx context.Context, provider string, ev InboundChange, userID string, refetch RefetchFunc) (res InboundResult, re *refetched, err error) {
+// readLeased re-reads remote object remoteID under the lease of userID's
+// link, so no push of Tandem's lands between the read and the transaction
+// that applies it; release frees the lease once that transaction is over.
+// It waits up to RefetchLeaseWait for a push in flight.
+func (s *Store) readLeased(ctx context.Context, userID, provider, remoteID string, refetch RefetchFunc) (re *refetched, release func(), err error) {
 	owner := uuid.NewString()
 	seq, err := s.leaseForRead(ctx, userID, provider, owner)
 	if err != nil {
-		return InboundResult{}, nil, err
+		return nil, func() {}, err
 	}
-	defer s.releaseLease(context.WithoutCancel(ctx), userID, provider, owner)
+	release = func() { s.releaseLease(context.WithoutCancel(ctx), userID, provider, owner) }
 	st, found, err := refetch(ctx)
 	if err != nil {
-		return InboundResult{}, nil, fmt.Errorf("re-reading object %s: %w", ev.RemoteID, err)
+		release()
+		return nil, func() {}, fmt.Errorf("re-reading object %s: %w", remoteID, err)
 	}
-	re = &refetched{state: st, found: found, seq: seq}
-	for attempt := 1; ; attempt++ {
-		res, err = s.applyInbound(ctx, provider, ev, re)
-		if errors.Is(err, errNeedRefetch) {
-			return InboundResult{}, re, nil
-		}
-		if err != nil && attempt < 6 && retryable(err) {
-			continue
-		}
-		if err != nil {
-			return InboundResult{}, nil, err
-		}
-		res.Refetched = true
-		return res, nil, nil
-	}
+	return &refetched{state: st, found: found, seq: seq}, release, nil
 }
 
 // leaseForRead takes the lease of the link of userID to provider, waiting

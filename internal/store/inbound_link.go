@@ -197,27 +197,32 @@ func (t *inboundTx) link(l Link, cur User, state RemoteState, set map[string]any
 	if !state.KeepMetadata {
 		set["metadata_keys"] = metadataKeys(state.Metadata)
 	}
-	held := cur
-	held.Email, held.Name, held.Phone = state.Email, state.Name, state.Phone
-	if !state.KeepMetadata {
-		held.Metadata = state.Metadata
-	}
 	set["pushed_hash"] = state.Hash
 	detail := "linked; the object holds the user's state"
-	if sameState(cur, held) && !state.KeepMetadata {
+	if sameState(cur, state.over(cur)) && !state.KeepMetadata {
 		set["status"], set["synced_version"], set["synced_at"] = LinkSynced, cur.Version, t.now
 	} else {
 		set["status"] = LinkPending
-		if err := t.tx.Create(t.s.newEvent(cur, EventUserUpdated, t.provider)).Error; err != nil {
-			return fmt.Errorf("inserting outbox row: %w", translate(err))
+		if err := t.askPush(cur); err != nil {
+			return err
 		}
-		t.announced = true
 		detail = "linked without applying its state: Tandem's state is pushed to it"
 	}
 	if err := t.writeLink(l.UserID, set, true); err != nil {
 		return err
 	}
 	return t.outcome(InboundLinked, l.UserID, detail)
+}
+
+// askPush writes an outbox row for u as it is, so the provider's worker
+// pushes it (the only inbound path that leads to a push: see link and
+// ownState). Other providers' workers skip it when they hold u already.
+func (t *inboundTx) askPush(u User) error {
+	if err := t.tx.Create(t.s.newEvent(u, EventUserUpdated, t.provider)).Error; err != nil {
+		return fmt.Errorf("inserting outbox row: %w", translate(err))
+	}
+	t.announced = true
+	return nil
 }
 
 // sameEmail reports whether two emails are the same address, as the users'

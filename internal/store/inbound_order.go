@@ -3,7 +3,6 @@ package store
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"strconv"
 	"time"
 )
@@ -133,12 +132,7 @@ func (t *inboundTx) known(l Link, cur *User, claimed bool) error {
 	}
 
 	// 8. Apply.
-	next := *cur
-	next.Email, next.Name, next.Phone = state.Email, state.Name, state.Phone
-	next.Metadata = maps.Clone(state.Metadata)
-	if next.Metadata == nil {
-		next.Metadata = map[string]string{}
-	}
+	next := state.over(*cur)
 	outcome := InboundUnchanged
 	if !sameState(*cur, next) {
 		next.Version = cur.Version + 1
@@ -189,21 +183,16 @@ func (t *inboundTx) ownState(l Link, cur User, state RemoteState, set map[string
 	if inFlight {
 		set["attempt_version"], set["attempt_hash"], set["attempt_email"], set["attempt_at"] = nil, nil, nil, nil
 	}
-	held := cur
-	held.Email, held.Name, held.Phone = state.Email, state.Name, state.Phone
-	if !state.KeepMetadata {
-		held.Metadata = state.Metadata
-	}
+	held := state.over(cur)
 	detail := "changes none of the synced fields (a state Tandem pushed)"
 	switch {
 	case !sameState(cur, held) && l.SyncedVersion >= cur.Version && !inFlight:
 		// A late push of an older state landed over the user's: push the
 		// user again.
 		set["synced_version"], set["status"] = max(cur.Version-1, 0), LinkPending
-		if err := t.tx.Create(t.s.newEvent(cur, EventUserUpdated, t.provider)).Error; err != nil {
-			return fmt.Errorf("inserting outbox row: %w", translate(err))
+		if err := t.askPush(cur); err != nil {
+			return err
 		}
-		t.announced = true
 		detail = "the provider holds an older state Tandem pushed; the user is pushed again"
 	case l.Status == LinkConflict && sameState(cur, held):
 		// The remote object is back to the user's state: whatever

@@ -433,14 +433,10 @@ func (w *Worker) sync(ctx context.Context, msg broker.Message, attempt int, fina
 			if res.RemoteID != "" {
 				up.RemoteID = &res.RemoteID
 			}
-			// A 429 was not executed: the provider holds what it held; nor
-			// was a create refused for good (a create is one request, and a
-			// 4xx executes nothing). Any other failure may have been (a 5xx
-			// after the write, a timeout, a refused second request of an
-			// update): the attempt stays recorded as unknown.
-			_, limited := integrations.RetryAfter(err)
-			refusedCreate := integrations.IsPermanent(err) && link.RemoteID == "" && res.RemoteID == ""
-			if limited || refusedCreate {
+			// Nor was a create refused for good executed (a create is one
+			// request, and a 4xx executes nothing); see failure for the
+			// rest.
+			if integrations.IsPermanent(err) && link.RemoteID == "" && res.RemoteID == "" {
 				up.ClearAttempt = true
 			}
 			return up, providerError{err}
@@ -481,11 +477,7 @@ func (w *Worker) delete(ctx context.Context, c integrations.Customer, link integ
 		one := link
 		one.RemoteID = id
 		if err := w.provider.Delete(ctx, c, one); err != nil {
-			up := failure(err, attempt, final)
-			if _, limited := integrations.RetryAfter(err); limited {
-				up.ClearAttempt = true
-			}
-			return up, providerError{err}
+			return failure(err, attempt, final), providerError{err}
 		}
 	}
 	up := store.LinkUpdate{Status: store.LinkDeleted, ClearAttempt: true}
@@ -547,9 +539,17 @@ func isProviderError(err error) bool {
 }
 
 // failure is the link update recorded for a failed push: failed when the
-// message will be dead-lettered, pending (with the error) while it is retried.
+// message will be dead-lettered, pending (with the error) while it is
+// retried. A rate limit executed nothing, so the provider holds what it held
+// (the attempt is cleared); any other failure may have executed (a 5xx after
+// the write, a timeout): the attempt stays recorded as unknown.
 func failure(err error, attempt int, final bool) store.LinkUpdate {
 	msg := err.Error()
+	if _, limited := integrations.RetryAfter(err); limited && !integrations.IsPermanent(err) {
+		// Waited out, never dead-lettered for it (see handle).
+		msg = "rate limited by the provider, waiting: " + msg
+		return store.LinkUpdate{Status: store.LinkPending, LastError: &msg, ClearAttempt: true}
+	}
 	if errors.Is(err, integrations.ErrNotFound) {
 		msg = "the remote object no longer exists: " + msg
 	}
