@@ -26,12 +26,9 @@ func TestAFailedPushThenAnUnrelatedEventLosesNothing(t *testing.T) {
 
 	// The worker's push of version 2 is refused with a 429.
 	msg := "attempt 1 failed, retrying: stripe 429"
-	err = st.Sync(ctx, u.ID, "stripe", time.Minute, func(cur store.User, _ store.Link) store.Plan {
-		return store.Plan{Attempt: store.Attempt{Version: cur.Version, Hash: state(cur.Email, cur.Name, cur.Metadata).Hash, Email: cur.Email}}
-	}, func(context.Context, store.User, store.Link, int64) (store.LinkUpdate, error) {
+	push(t, st, u.ID, func(context.Context, store.User) (store.LinkUpdate, error) {
 		return store.LinkUpdate{Status: store.LinkPending, LastError: &msg, ClearAttempt: true}, nil
 	})
-	require.NoError(t, err)
 
 	// customer.updated for a default payment method: the old state.
 	ev := change("cus_lost", state(u.Email, u.Name, u.Metadata))
@@ -58,9 +55,7 @@ func TestAnEventOfThePushInFlightIsItsEcho(t *testing.T) {
 	b, err := st.UpdateUser(ctx, u.ID, store.Patch{Name: &name}, 0)
 	require.NoError(t, err)
 	bState := state(b.Email, b.Name, b.Metadata)
-	err = st.Sync(ctx, u.ID, "stripe", time.Minute, func(cur store.User, _ store.Link) store.Plan {
-		return store.Plan{Attempt: store.Attempt{Version: cur.Version, Hash: bState.Hash, Email: cur.Email}}
-	}, func(ctx context.Context, _ store.User, _ store.Link, _ int64) (store.LinkUpdate, error) {
+	push(t, st, u.ID, func(ctx context.Context, _ store.User) (store.LinkUpdate, error) {
 		// While the push is in flight: the user moves on to C, and the
 		// provider's event of the push (B) arrives, dated after C.
 		name := "C"
@@ -74,7 +69,6 @@ func TestAnEventOfThePushInFlightIsItsEcho(t *testing.T) {
 		msg := "timeout"
 		return store.LinkUpdate{Status: store.LinkPending, LastError: &msg}, nil
 	})
-	require.NoError(t, err)
 	got, err := st.GetUser(ctx, u.ID)
 	require.NoError(t, err)
 	require.Equal(t, "C", got.Name, "the echo of B never reverts C")
@@ -139,17 +133,25 @@ func TestAnotherProvidersChangeDoesNotHideAnUnpushedAPIChange(t *testing.T) {
 	}
 }
 
-// pushState records a successful push of the user's current state to remote,
-// as the worker does.
-func pushState(t *testing.T, st *store.Store, userID, remote string) {
+// push runs one worker push of the user's current state with st: the attempt
+// is that state, do stands for the provider call and says what to record.
+func push(t *testing.T, st *store.Store, userID string, do func(ctx context.Context, cur store.User) (store.LinkUpdate, error)) {
 	t.Helper()
 	err := st.Sync(context.Background(), userID, "stripe", time.Minute, func(cur store.User, _ store.Link) store.Plan {
 		return store.Plan{Attempt: store.Attempt{Version: cur.Version, Hash: state(cur.Email, cur.Name, cur.Metadata).Hash, Email: cur.Email}}
-	}, func(_ context.Context, cur store.User, _ store.Link, _ int64) (store.LinkUpdate, error) {
+	}, func(ctx context.Context, cur store.User, _ store.Link, _ int64) (store.LinkUpdate, error) {
+		return do(ctx, cur)
+	})
+	require.NoError(t, err)
+}
+
+// pushState records a successful push of the user's current state to remote.
+func pushState(t *testing.T, st *store.Store, userID, remote string) {
+	t.Helper()
+	push(t, st, userID, func(_ context.Context, cur store.User) (store.LinkUpdate, error) {
 		h := state(cur.Email, cur.Name, cur.Metadata).Hash
 		return store.LinkUpdate{Status: store.LinkSynced, RemoteID: &remote, SyncedVersion: &cur.Version, PushedHash: &h, ClearAttempt: true}, nil
 	})
-	require.NoError(t, err)
 }
 
 // TestALatePushOfAnOlderStateIsNotARemoteEdit: the provider shows a state
@@ -248,13 +250,10 @@ func TestEventsAreComparedWithThePushOnTheProvidersClock(t *testing.T) {
 	stripeNow := time.Now().Truncate(time.Second)
 	remote := "cus_skew"
 	pushed := state(u.Email, u.Name, u.Metadata)
-	err = behind.Sync(ctx, u.ID, "stripe", time.Minute, func(cur store.User, _ store.Link) store.Plan {
-		return store.Plan{Attempt: store.Attempt{Version: cur.Version, Hash: pushed.Hash, Email: cur.Email}}
-	}, func(context.Context, store.User, store.Link, int64) (store.LinkUpdate, error) {
+	push(t, behind, u.ID, func(context.Context, store.User) (store.LinkUpdate, error) {
 		return store.LinkUpdate{Status: store.LinkSynced, RemoteID: &remote, SyncedVersion: &u.Version, PushedHash: &pushed.Hash,
 			PushedRemoteAt: &stripeNow, ClearAttempt: true}, nil
 	})
-	require.NoError(t, err)
 
 	ev := change(remote, state(u.Email, "Dashboard, overwritten by the push", nil))
 	ev.OccurredAt = stripeNow.Add(-time.Second)

@@ -369,6 +369,7 @@ func TestDeleteAfterALostCreateDeletesTheCustomer(t *testing.T) {
 	cs := customersOf(p.fake, u.ID)
 	require.Len(t, cs, 1, "no second customer")
 	require.True(t, cs[0].Deleted, "the customer of a deleted user is deleted")
+	require.Equal(t, cs[0].ID, deref(p.link(u.ID).RemoteID), "the link records which customer was deleted")
 }
 
 // downStore fails Sync like an unreachable MySQL while down is set.
