@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,27 +15,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tandem-sync/tandem/internal/testutil"
 )
-
-// logBuffer collects a process's output across restarts. It is safe for
-// concurrent use.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// String returns everything written so far.
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // process is one Tandem command run as a separate OS process: started,
 // health-checked, SIGKILLed, restarted and stopped by the test, its output
@@ -48,7 +29,7 @@ type process struct {
 	env    []string // its whole environment
 	dir    string   // its working directory (empty: no configs/ to find)
 	addr   string   // host:port of its /readyz
-	out    *logBuffer
+	out    *testutil.SyncBuffer
 	starts int
 
 	mu   sync.Mutex

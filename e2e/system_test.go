@@ -164,8 +164,8 @@ func newSystem(t *testing.T, opts options) *system {
 		env = append(env, s.startSalesforce(t, webhookAddr)...)
 	}
 	dir := t.TempDir()
-	s.api = &process{name: "api", path: bin("api"), env: env, dir: dir, addr: apiAddr, out: &logBuffer{}}
-	s.webhook = &process{name: "webhook", path: bin("webhook"), env: env, dir: dir, addr: webhookAddr, out: &logBuffer{}}
+	s.api = &process{name: "api", path: bin("api"), env: env, dir: dir, addr: apiAddr, out: &testutil.SyncBuffer{}}
+	s.webhook = &process{name: "webhook", path: bin("webhook"), env: env, dir: dir, addr: webhookAddr, out: &testutil.SyncBuffer{}}
 	// Stripe workers reach MariaDB through a proxy the test can cut.
 	dsnCfg, err := mysqldriver.ParseDSN(s.dsn)
 	if err != nil {
@@ -177,13 +177,13 @@ func newSystem(t *testing.T, opts options) *system {
 		addr := freeAddr(t)
 		s.workers = append(s.workers, &process{name: fmt.Sprintf("worker-%d", i+1), path: bin("worker"),
 			args: []string{"-provider", provider}, env: slices.Concat(env, []string{"TANDEM_WORKER_ADDR=" + addr, "TANDEM_MYSQL_DSN=" + dsnCfg.FormatDSN()}),
-			dir: dir, addr: addr, out: &logBuffer{}})
+			dir: dir, addr: addr, out: &testutil.SyncBuffer{}})
 	}
 	if opts.salesforce {
 		addr := freeAddr(t)
 		s.workers = append(s.workers, &process{name: "worker-salesforce", path: bin("worker"),
 			args: []string{"-provider", "salesforce"}, env: slices.Concat(env, []string{"TANDEM_WORKER_ADDR=" + addr}),
-			dir: dir, addr: addr, out: &logBuffer{}})
+			dir: dir, addr: addr, out: &testutil.SyncBuffer{}})
 	}
 	t.Cleanup(func() {
 		for _, p := range s.processes() {

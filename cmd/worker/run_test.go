@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,23 +42,6 @@ func TestRunConfigErrors(t *testing.T) {
 	require.ErrorContains(t, err, `TANDEM_PROVIDER "hubspot": unknown provider (known: `)
 	err = run(context.Background(), []string{"-provider", "stripe"}, []string{"TANDEM_CONFIG="}, io.Discard)
 	require.ErrorContains(t, err, "STRIPE_SECRET_KEY is required")
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // system is a database, a vhost, an in-process relay and the Stripe fake;
@@ -100,7 +81,7 @@ func newSystem(t *testing.T) *system {
 }
 
 // worker starts the worker as a separate process.
-func (s *system) worker() (*exec.Cmd, *lockedBuffer, string) {
+func (s *system) worker() (*exec.Cmd, *testutil.SyncBuffer, string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(s.t, err)
 	addr := ln.Addr().String()
@@ -110,7 +91,7 @@ func (s *system) worker() (*exec.Cmd, *lockedBuffer, string) {
 		"TANDEM_MYSQL_DSN="+s.dsn, "TANDEM_AMQP_URL="+s.amqp, "TANDEM_WORKER_ADDR="+addr,
 		"STRIPE_SECRET_KEY="+stripefake.DefaultAPIKey, "STRIPE_API_BASE="+s.fake.URL(), "STRIPE_RATE_LIMIT=1000",
 		"TANDEM_SHUTDOWN_TIMEOUT=10s", "TANDEM_WORKER_LEASE=2s")
-	out := &lockedBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(s.t, cmd.Start())
 	s.t.Cleanup(func() {
@@ -198,7 +179,7 @@ func TestWorkerExitsWhenItsAddressIsTaken(t *testing.T) {
 	held, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer held.Close()
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	errc := make(chan error, 1)
 	go func() {
 		errc <- run(context.Background(), []string{"-provider", "stripe"}, []string{"TANDEM_CONFIG=",

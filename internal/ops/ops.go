@@ -15,7 +15,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -205,15 +204,5 @@ func Serve(ctx context.Context, app *fiber.App, addr string, timeout time.Durati
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", addr, err)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- app.Listener(Listener(app, ln)) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("listening on %s: %w", addr, err)
-	case <-ctx.Done():
-	}
-	if err := app.ShutdownWithTimeout(timeout); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("shutting down %s: %w", addr, err)
-	}
-	return <-errc
+	return ServeListener(ctx, app, ln, timeout)
 }
