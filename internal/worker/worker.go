@@ -392,6 +392,7 @@ func (w *Worker) sync(ctx context.Context, msg broker.Message, attempt int, fina
 	// than bounce off the lease through a delay queue.
 	defer w.users.lock(msg.UserID)()
 	outcome := OutcomeSkipped
+	var hash string // of the state the plan chose to push (push runs on the same read)
 	plan := func(u store.User, l store.Link) store.Plan {
 		if l.SyncedVersion >= msg.Version {
 			outcome = OutcomeSkipped // a push at this version or later is recorded
@@ -400,8 +401,7 @@ func (w *Worker) sync(ctx context.Context, msg broker.Message, attempt int, fina
 		if u.DeletedAt != nil {
 			return store.Plan{Attempt: store.Attempt{Version: u.Version}}
 		}
-		c := customerOf(u)
-		hash := c.Hash()
+		hash = customerOf(u).Hash()
 		if l.RemoteID != nil && l.PushedHash != nil && *l.PushedHash == hash &&
 			(!l.Unsure() || l.AttemptHash != nil && *l.AttemptHash == hash) {
 			// The provider is known to hold this state (pushed before, or
@@ -442,7 +442,6 @@ func (w *Worker) sync(ctx context.Context, msg broker.Message, attempt int, fina
 			return up, providerError{err}
 		}
 		outcome = OutcomeSynced
-		hash := c.Hash()
 		up := store.LinkUpdate{Status: store.LinkSynced, RemoteID: &res.RemoteID, SyncedVersion: &version,
 			PushedHash: &hash, ClearAttempt: true, MetadataKeys: res.MetadataKeys, SetMetadataKeys: true}
 		if !res.RemoteTime.IsZero() {
