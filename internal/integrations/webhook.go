@@ -128,8 +128,15 @@ type WebhookReceiver interface {
 	Fetch(ctx context.Context, remoteID string) (obj RemoteObject, found bool, err error)
 }
 
-// RemoteObject is a remote object as a WebhookReceiver's Fetch reads it.
+// RemoteObject is a remote object as a WebhookReceiver's Fetch, a
+// Lister's ListRemote or a Matcher's Candidates reads it.
 type RemoteObject struct {
+	// ID is the provider's id of the object (Fetch may leave it empty: its
+	// caller knows it).
+	ID string
+	// UserID is the Tandem user id the object is tagged with
+	// (metadata.tandem_user_id, Tandem_User_Id__c), "" if untagged.
+	UserID string
 	// Customer is the object's state, mapped like InboundEvent.Customer.
 	Customer Customer
 	// WithoutMetadata reports, like InboundEvent.WithoutMetadata, that
