@@ -47,6 +47,9 @@ type Config struct {
 	// InboundCreate is TANDEM_INBOUND_CREATE: make users of unknown remote
 	// objects (a customer made in the dashboard, a Checkout guest).
 	InboundCreate bool
+	// LinkByEmail is TANDEM_LINK_BY_EMAIL: before creating a remote
+	// object, link the single live untagged one with the user's email.
+	LinkByEmail bool
 
 	k *koanf.Koanf
 }
@@ -96,6 +99,7 @@ var defaults = map[string]any{
 	"api_tokens":             "",
 	"providers":              "stripe",
 	"inbound_create":         "true",
+	"link_by_email":          "true",
 	"provider":               "",
 	"max_attempts":           "10",
 	"retry_tiers":            "1s,10s,1m,10m",
@@ -169,6 +173,7 @@ func Load(environ []string, providers []string) (*Config, error) {
 	c.APITokens = splitList(k.String("api_tokens"))
 	c.Providers = splitList(strings.ToLower(k.String("providers")))
 	c.InboundCreate = c.boolean("inbound_create", &errs)
+	c.LinkByEmail = c.boolean("link_by_email", &errs)
 	c.Provider = strings.ToLower(strings.TrimSpace(k.String("provider")))
 	c.LogLevel = strings.ToLower(k.String("log_level"))
 	c.MaxAttempts = c.positiveInt("max_attempts", &errs)
