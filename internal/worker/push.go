@@ -172,7 +172,9 @@ type choice struct {
 // recorded (see Pusher). looked reports that candidates were looked for.
 func (p *Pusher) choose(ctx context.Context, c integrations.Customer, link integrations.Link, known []integrations.RemoteObject) (choice, bool, error) {
 	cands := known
-	if cands == nil {
+	// After a push with an unknown outcome, a listing made before it may
+	// lack what it created: only a fresh read will do.
+	if cands == nil || link.Unsure {
 		if p.cfg.Matcher == nil {
 			return choice{}, false, nil
 		}
