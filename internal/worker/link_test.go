@@ -60,8 +60,9 @@ func TestLinkBeforeCreate(t *testing.T) {
 	}
 }
 
-// With TANDEM_LINK_BY_EMAIL off, only a tagged customer is linked; an
-// untagged one with the same email is left alone and a new one made.
+// With TANDEM_LINK_BY_EMAIL off, an untagged customer with the same email is
+// left alone and a new one made, and a first create costs no lookup (only
+// an earlier push of this user can have made a tagged customer).
 func TestLinkByEmailOff(t *testing.T) {
 	t.Parallel()
 	p := newPipeline(t, pipelineOpts{cfg: worker.Config{LinkByEmail: false}})
@@ -71,4 +72,7 @@ func TestLinkByEmailOff(t *testing.T) {
 	p.waitSynced(15*time.Second, store.LinkSynced, bo)
 	require.NotEqual(t, c.ID, deref(p.link(bo.ID).RemoteID))
 	require.Equal(t, 1, p.fake.CountCreates())
+	for _, r := range p.fake.Requests() {
+		require.False(t, r.Method == "GET" && r.Path == "/v1/customers", "a first create looked customers up: %+v", r)
+	}
 }

@@ -34,7 +34,9 @@ const OutcomeConflict = "conflict"
 // (an operator resolves it, then resyncs). The candidates come from
 // Request.Candidates when the caller has them (backfill lists every object
 // once), else from the provider's integrations.Matcher (Config.Matcher; a
-// provider without one creates without looking).
+// provider without one creates without looking). The lookup costs one
+// provider request per create (Stripe: a list filtered by email); with
+// LinkByEmail off it is made only after a push with an unknown outcome.
 type Pusher struct {
 	provider integrations.Provider
 	name     string
@@ -175,7 +177,11 @@ func (p *Pusher) choose(ctx context.Context, c integrations.Customer, link integ
 	// After a push with an unknown outcome, a listing made before it may
 	// lack what it created: only a fresh read will do.
 	if cands == nil || link.Unsure {
-		if p.cfg.Matcher == nil {
+		if p.cfg.Matcher == nil || !p.cfg.LinkByEmail && !link.Unsure {
+			// Without linking by email only an object tagged with the
+			// user can be its, and only an earlier push of this Tandem
+			// (whose outcome is unknown) can have made one: a first
+			// create costs no lookup.
 			return choice{}, false, nil
 		}
 		var err error
