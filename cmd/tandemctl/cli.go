@@ -42,6 +42,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		// One line per command; each lives in its own file.
+		importCommand(),
 		backfillCommand(),
 	}
 }
