@@ -188,8 +188,8 @@ func backfill(ctx context.Context, e *env, name string, dryRun bool, concurrency
 				default:
 					rep.Skipped++
 				}
-				mu.Unlock()
 				_ = bar.Add(1)
+				mu.Unlock()
 			}
 		}()
 	}
@@ -200,8 +200,8 @@ feed:
 			// write until an operator resolves it.
 			mu.Lock()
 			rep.Conflicts = append(rep.Conflicts, backfillConflict{UserID: pl.UserID, Candidates: pl.conflict})
-			mu.Unlock()
 			_ = bar.Add(1)
+			mu.Unlock()
 			continue
 		}
 		select {
