@@ -16,10 +16,10 @@ import (
 
 type backfillDoc struct {
 	Users, Link, Create, Ambiguous, Update int
-	Linked, Created, Updated, Skipped       int
-	Pages                                   int
-	Conflicts                               []backfillConflict
-	Failed                                  []backfillFailure
+	Linked, Created, Updated, Skipped      int
+	Pages                                  int
+	Conflicts                              []backfillConflict
+	Failed                                 []backfillFailure
 }
 
 func backfillRun(t *testing.T, dsn, base string, args ...string) (int, backfillDoc, string) {
