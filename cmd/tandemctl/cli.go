@@ -43,6 +43,7 @@ func commands() []command {
 	return []command{
 		// One line per command; each lives in its own file.
 		importCommand(),
+		reconcileCommand(),
 	}
 }
 
