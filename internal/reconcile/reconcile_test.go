@@ -173,3 +173,16 @@ func TestReconcileListsInPages(t *testing.T) {
 	require.Equal(t, 250, rep.Listed)
 	require.Len(t, rep.UnlinkedRemote, 250)
 }
+
+func TestDiff(t *testing.T) {
+	u := store.User{Email: "a@example.com", Name: "A", Phone: "", Metadata: map[string]string{}}
+	obj := func(c integrations.Customer, without bool) integrations.RemoteObject {
+		return integrations.RemoteObject{ID: "x", Customer: c, WithoutMetadata: without}
+	}
+	require.Empty(t, reconcile.Diff(u, obj(integrations.Customer{Email: "a@example.com", Name: "A"}, false)), "nil and empty metadata are alike")
+	require.Equal(t, []string{"email", "metadata"},
+		reconcile.Diff(u, obj(integrations.Customer{Email: "A@example.com", Name: "A", Metadata: map[string]string{"k": "v"}}, false)))
+	require.Empty(t, reconcile.Diff(u, obj(integrations.Customer{Email: "a@example.com", Name: "A", Metadata: map[string]string{"k": "v"}}, true)),
+		"metadata a provider does not hold is not compared")
+	require.Equal(t, []string{"name", "phone"}, reconcile.Diff(u, obj(integrations.Customer{Email: "a@example.com", Name: "B", Phone: "1"}, true)))
+}

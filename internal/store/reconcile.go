@@ -89,7 +89,13 @@ func (s *Store) LinkedUsers(ctx context.Context, provider, afterUserID string, l
 // user.updated outbox row (origin OriginResync). The worker then finds or
 // creates the user's object as for a new user (link before create). A
 // push whose outcome is unknown stays recorded, so the worker still looks
-// for what it may have made. It returns false, and changes nothing, when
+// for what it may have made; without one, the link is marked as after a
+// push of unknown outcome too (attempt version and email: the user's), so
+// that the worker looks for an object tagged with the user before it
+// creates one, and keys the create to its attempt: the plain create key
+// was spent by the first create, and Stripe would answer a second use
+// within 24 hours with the gone customer. It returns false, and changes
+// nothing, when
 // the link no longer names goneRemoteID or the user is deleted; ErrNotFound
 // when the user never existed.
 func (s *Store) ForgetRemote(ctx context.Context, userID, provider, goneRemoteID string) (bool, error) {
@@ -109,9 +115,11 @@ func (s *Store) ForgetRemote(ctx context.Context, userID, provider, goneRemoteID
 		reason := fmt.Sprintf("%s object %s is gone (found by tandemctl reconcile): finding or creating another", provider, goneRemoteID)
 		res := tx.Exec(`UPDATE provider_links FORCE INDEX (PRIMARY)
 			SET remote_id = NULL, pushed_hash = NULL, metadata_keys = NULL, recent_hashes = NULL, pushed_remote_at = NULL,
-				synced_version = 0, status = ?, last_error = ?, lease_seq = lease_seq + 1, updated_at = ?
+				synced_version = 0, status = ?, last_error = ?, lease_seq = lease_seq + 1, updated_at = ?,
+				attempt_email = IF(attempt_hash IS NULL AND attempt_version IS NULL, ?, attempt_email),
+				attempt_version = IF(attempt_hash IS NULL AND attempt_version IS NULL, ?, attempt_version)
 			WHERE user_id = ? AND provider = ? AND remote_id = ?`,
-			LinkPending, reason, s.clock(), userID, provider, goneRemoteID)
+			LinkPending, reason, s.clock(), u.Email, u.Version, userID, provider, goneRemoteID)
 		if res.Error != nil {
 			return translate(res.Error)
 		}
