@@ -24,23 +24,12 @@ type backfillDoc struct {
 
 func backfillRun(t *testing.T, dsn, base string, args ...string) (int, backfillDoc, string) {
 	t.Helper()
-	code, out, errs := ctlEnv(t, []string{"STRIPE_SECRET_KEY=" + stripefake.DefaultAPIKey, "STRIPE_API_BASE=" + base, "STRIPE_RATE_LIMIT=1000"},
-		dsn, append([]string{"backfill", "-provider", "stripe", "-json"}, args...)...)
+	code, out, errs := ctlEnv(t, dsn, []string{"STRIPE_SECRET_KEY=" + stripefake.DefaultAPIKey, "STRIPE_API_BASE=" + base, "STRIPE_RATE_LIMIT=1000"},
+		append([]string{"backfill", "-provider", "stripe", "-json"}, args...)...)
 	var doc backfillDoc
 	require.NoError(t, json.Unmarshal([]byte(out), &doc), "stdout %q stderr %q", out, errs)
 	return code, doc, errs
 }
-
-// ctlEnv is ctl with more environment.
-func ctlEnv(t *testing.T, extra []string, dsn string, args ...string) (int, string, string) {
-	t.Helper()
-	var out, errb syncBuf
-	environ := append([]string{"TANDEM_CONFIG=", "TANDEM_MYSQL_DSN=" + dsn, "TANDEM_LOG_LEVEL=error"}, extra...)
-	code := run(context.Background(), args, environ, nil, &out, &errb)
-	return code, out.String(), errb.String()
-}
-
-type syncBuf = testutil.SyncBuffer
 
 // Backfill plans from one listing, links what Stripe already holds (tagging
 // it), creates the rest with one request each, leaves ambiguous users in

@@ -44,6 +44,7 @@ func commands() []command {
 		// One line per command; each lives in its own file.
 		importCommand(),
 		backfillCommand(),
+		reconcileCommand(),
 	}
 }
 

@@ -18,8 +18,14 @@ import (
 // stdout and stderr.
 func ctl(t *testing.T, dsn string, args ...string) (int, string, string) {
 	t.Helper()
+	return ctlEnv(t, dsn, nil, args...)
+}
+
+// ctlEnv is ctl with more environment variables.
+func ctlEnv(t *testing.T, dsn string, more []string, args ...string) (int, string, string) {
+	t.Helper()
 	var out, errb bytes.Buffer
-	environ := []string{"TANDEM_CONFIG=", "TANDEM_MYSQL_DSN=" + dsn, "TANDEM_LOG_LEVEL=error"}
+	environ := append([]string{"TANDEM_CONFIG=", "TANDEM_MYSQL_DSN=" + dsn, "TANDEM_LOG_LEVEL=error"}, more...)
 	code := run(context.Background(), args, environ, strings.NewReader(""), &out, &errb)
 	return code, out.String(), errb.String()
 }

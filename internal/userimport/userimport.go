@@ -13,7 +13,8 @@
 // A file that cannot be read as its format (a CSV quoting error, a JSON
 // array instead of JSON Lines, an unknown CSV header) is refused whole
 // before anything is written: Run reads it once to check it (and to count
-// its rows for the progress bar), then again to load it.
+// its rows for the progress bar), then again to load it, reading and
+// validating the next batch while the previous one is written.
 package userimport
 
 import (
@@ -135,24 +136,43 @@ func Run(ctx context.Context, st Store, path string, o Options) (Report, error) 
 		o.Counted(total)
 	}
 
-	l := loader{ctx: ctx, st: st, o: o, rep: &rep, seen: map[string]int{}}
+	// The file is read and validated while the previous batch is written:
+	// one batch in flight, written in order by one goroutine.
+	wctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	l := loader{ctx: wctx, o: o, rep: &rep, seen: map[string]int{}, batches: make(chan batch, 1)}
+	w := writer{st: st, announce: o.Announce, progress: o.Progress, stop: stop, done: make(chan struct{})}
+	go w.run(wctx, l.batches)
 	_, err = scan(path, o.Format, l.row)
 	if err == nil {
 		err = l.flush()
 	}
+	close(l.batches)
+	<-w.done
+	if w.err != nil {
+		err = w.err // the reader's error is then the cancellation it caused
+	}
+	rep.Imported, rep.Batches = w.imported, w.batches
+	rep.Refused = append(rep.Refused, w.refused...)
 	slices.SortStableFunc(rep.Refused, func(a, b Refusal) int { return a.Line - b.Line })
 	return rep, err
 }
 
-// loader validates rows and writes them in batches.
+// loader validates rows and hands them to the writer in batches.
 type loader struct {
-	ctx   context.Context
-	st    Store
-	o     Options
-	rep   *Report
-	seen  map[string]int // email key → line of the row that holds it
-	batch []store.ImportRow
-	bytes int
+	ctx     context.Context
+	o       Options
+	rep     *Report
+	seen    map[string]int // email key → line of the row that holds it
+	batch   []store.ImportRow
+	bytes   int
+	batches chan batch
+}
+
+// batch is rows to write and how many rows of the file were read by then.
+type batch struct {
+	rows []store.ImportRow
+	read int
 }
 
 func (l *loader) refuse(line int, reason string) {
@@ -186,28 +206,60 @@ func (l *loader) row(line int, body []byte, reason string) error {
 	return nil
 }
 
-// flush writes the batch in one transaction.
+// flush hands the batch to the writer (waiting while it writes the one
+// before), or returns the context's error once the writer failed.
 func (l *loader) flush() error {
 	if len(l.batch) == 0 {
 		return nil
 	}
-	if err := l.ctx.Err(); err != nil {
-		return err
+	select {
+	case l.batches <- batch{rows: l.batch, read: l.rep.Rows}:
+	case <-l.ctx.Done():
+		return l.ctx.Err()
 	}
-	created, taken, err := l.st.ImportUsers(l.ctx, l.batch, l.o.Announce)
-	if err != nil {
-		return fmt.Errorf("rows from line %d: %w", l.batch[0].Line, err)
-	}
-	for _, t := range taken {
-		l.refuse(t.Line, "email: belongs to the live user "+t.UserID)
-	}
-	l.rep.Imported += len(created)
-	l.rep.Batches++
-	l.batch, l.bytes = l.batch[:0], 0
-	if l.o.Progress != nil {
-		l.o.Progress(l.rep.Rows)
-	}
+	l.batch, l.bytes = make([]store.ImportRow, 0, l.o.BatchRows), 0
 	return nil
+}
+
+// writer writes batches in order, one transaction each; its first error
+// stops it (and the reading, through stop).
+type writer struct {
+	st       Store
+	announce bool
+	progress func(rows int)
+	stop     context.CancelCauseFunc
+	done     chan struct{}
+
+	imported, batches int
+	refused           []Refusal
+	err               error
+}
+
+func (w *writer) run(ctx context.Context, batches <-chan batch) {
+	defer close(w.done)
+	for b := range batches {
+		if w.err != nil {
+			continue // drain: the reader stops at its next batch
+		}
+		if err := ctx.Err(); err != nil {
+			w.err = err
+			continue
+		}
+		created, taken, err := w.st.ImportUsers(ctx, b.rows, w.announce)
+		if err != nil {
+			w.err = fmt.Errorf("rows from line %d: %w", b.rows[0].Line, err)
+			w.stop(w.err)
+			continue
+		}
+		for _, t := range taken {
+			w.refused = append(w.refused, Refusal{Line: t.Line, Reason: "email: belongs to the live user " + t.UserID})
+		}
+		w.imported += len(created)
+		w.batches++
+		if w.progress != nil {
+			w.progress(b.read)
+		}
+	}
 }
 
 // scan reads the file and calls fn for every data row, with its line, its

@@ -2,6 +2,7 @@ package userimport_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -191,4 +192,34 @@ func TestFormatOf(t *testing.T) {
 		_, err := userimport.FormatOf(tc.path, tc.name)
 		require.ErrorIs(t, err, userimport.ErrUnknownFormat, tc.path)
 	}
+}
+
+// failingStore writes batches until the failAt-th, which fails.
+type failingStore struct {
+	failAt, calls int
+}
+
+func (f *failingStore) ImportUsers(_ context.Context, rows []store.ImportRow, _ bool) ([]store.User, []store.ImportTaken, error) {
+	f.calls++
+	if f.calls == f.failAt {
+		return nil, nil, errors.New("MySQL went away")
+	}
+	return make([]store.User, len(rows)), nil, nil
+}
+
+// A failure of the database stops the run; the report counts the whole
+// batches written before it, and no batch is attempted after it.
+func TestADatabaseFailureStopsTheRun(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	for i := range 100 {
+		b.WriteString(`{"email":"f` + strconv.Itoa(i) + `@example.com","name":"F"}` + "\n")
+	}
+	path := write(t, "u.jsonl", b.String())
+	fs := &failingStore{failAt: 3}
+	rep, err := userimport.Run(context.Background(), fs, path, userimport.Options{Format: userimport.JSONLines, BatchRows: 10})
+	require.ErrorContains(t, err, "rows from line 21: MySQL went away")
+	require.Equal(t, 20, rep.Imported)
+	require.Equal(t, 2, rep.Batches)
+	require.LessOrEqual(t, fs.calls, 3, "batches were written after the failure")
 }
