@@ -35,7 +35,7 @@ func run(ctx context.Context, args []string) error {
 	dsn := fs.String("mysql", envOr("TANDEM_BENCH_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/"), "MySQL server DSN (its database name is replaced)")
 	amqpURL := fs.String("amqp", envOr("TANDEM_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ server (a scratch vhost is created per stage)")
 	mgmt := fs.String("rabbit-api", envOr("TANDEM_BENCH_RABBIT_API", "http://guest:guest@127.0.0.1:15672"), "RabbitMQ management API")
-	stages := fs.String("stages", "api,relay,worker,webhook,processes,import,backfill,reconcile", "comma-separated stages to run")
+	stages := fs.String("stages", "api,relay,worker,webhook,catchup,processes,import,backfill,reconcile", "comma-separated stages to run")
 	conc := fs.String("c", "32,64", "comma-separated concurrencies for the API stage")
 	dur := fs.Duration("duration", 5*time.Second, "measured time per API run")
 	warm := fs.Duration("warmup", time.Second, "warm-up before each measured API run")
@@ -100,6 +100,13 @@ func run(ctx context.Context, args []string) error {
 		r, err := webhookStage(ctx, *dsn)
 		if err != nil {
 			return fmt.Errorf("webhook stage: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if slices.Contains(want, "catchup") {
+		r, err := catchupStage(ctx, *dsn)
+		if err != nil {
+			return fmt.Errorf("catchup stage: %w", err)
 		}
 		rows = append(rows, r...)
 	}

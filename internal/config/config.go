@@ -50,6 +50,10 @@ type Config struct {
 	// LinkByEmail is TANDEM_LINK_BY_EMAIL: before creating a remote
 	// object, link the single live untagged one with the user's email.
 	LinkByEmail bool
+	// CatchupInterval is TANDEM_CATCHUP_INTERVAL: how often cmd/webhook
+	// reads the providers' own change logs (package catchup); 0 turns
+	// catch-up off.
+	CatchupInterval time.Duration
 
 	k *koanf.Koanf
 }
@@ -100,6 +104,7 @@ var defaults = map[string]any{
 	"providers":              "stripe",
 	"inbound_create":         "true",
 	"link_by_email":          "true",
+	"catchup_interval":       "1m",
 	"provider":               "",
 	"max_attempts":           "10",
 	"retry_tiers":            "1s,10s,1m,10m",
@@ -188,6 +193,9 @@ func Load(environ []string, providers []string) (*Config, error) {
 			c.Inbound.Retention, MinInboundRetention))
 	}
 	c.Shutdown = c.duration("shutdown_timeout", &errs)
+	if v := strings.TrimSpace(k.String("catchup_interval")); v != "0" {
+		c.CatchupInterval = c.duration("catchup_interval", &errs)
+	}
 	c.Worker.Prefetch = c.positiveInt("worker_prefetch", &errs)
 	c.Worker.Concurrency = c.positiveInt("worker_concurrency", &errs)
 	c.Worker.Lease = c.duration("worker_lease", &errs)

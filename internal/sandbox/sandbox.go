@@ -26,7 +26,7 @@
 //	curl -s -H 'Content-Type: application/json' localhost:12111/_sandbox/customers \
 //	  -d '[{"email":"old@example.com","name":"Old","silent":true}]'
 //	POST /_sandbox/faults                 {rate_limit_ratio, server_error_ratio, latency, fail_after_write, expire_idempotency_keys}: API faults ({} turns them off)
-//	POST /_sandbox/delivery               {duplicates, order (per_customer|shuffled|reversed), paused}: webhook delivery
+//	POST /_sandbox/delivery               {duplicates, order (per_customer|shuffled|reversed), paused, drop (0-1: lose that share of deliveries)}: webhook delivery
 //	GET  /_sandbox/stats                  API requests, events and webhook deliveries so far
 //
 // Every POST refuses cross-origin browser requests (403): another site's
@@ -191,6 +191,10 @@ type deliveryJSON struct {
 	Duplicates *int    `json:"duplicates,omitempty"` // extra copies of every event
 	Order      *string `json:"order,omitempty"`      // per_customer, shuffled or reversed
 	Paused     *bool   `json:"paused,omitempty"`     // hold deliveries (events keep queuing)
+	// Drop loses the deliveries of this share of new events (0 to 1): they
+	// are recorded and listed by GET /v1/events, never sent, as when an
+	// endpoint is down for days. Tandem's catch-up finds them.
+	Drop *float64 `json:"drop,omitempty"`
 }
 
 var orders = map[string]stripefake.DeliveryOrder{
@@ -204,7 +208,7 @@ var orders = map[string]stripefake.DeliveryOrder{
 func (s *Sandbox) delivery(w http.ResponseWriter, r *http.Request) {
 	var in deliveryJSON
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&in); err != nil {
-		http.Error(w, "want JSON {duplicates, order, paused}: "+err.Error(), http.StatusBadRequest)
+		http.Error(w, "want JSON {duplicates, order, paused, drop}: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	var order stripefake.DeliveryOrder
@@ -220,8 +224,15 @@ func (s *Sandbox) delivery(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "duplicates: want 0 or more", http.StatusBadRequest)
 		return
 	}
+	if in.Drop != nil && (*in.Drop < 0 || *in.Drop > 1) {
+		http.Error(w, "drop: want a share from 0 to 1", http.StatusBadRequest)
+		return
+	}
 	if in.Duplicates != nil {
 		s.Fake.SetDuplicateDeliveries(*in.Duplicates)
+	}
+	if in.Drop != nil {
+		s.Fake.SetDropDeliveries(*in.Drop)
 	}
 	if in.Order != nil {
 		s.Fake.SetDeliveryOrder(order)
