@@ -159,7 +159,7 @@ func (e *env) store(ctx context.Context) (*store.Store, error) {
 	if e.st != nil {
 		return e.st, nil
 	}
-	st, err := store.Open(ctx, e.cfg.MySQLDSN, store.Options{})
+	st, err := store.Open(ctx, e.cfg.MySQLDSN, store.Options{History: store.HistoryOptions{Off: !e.cfg.History}})
 	if err != nil {
 		return nil, err
 	}
