@@ -14,6 +14,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/tandem-sync/tandem/internal/broker"
 	"github.com/tandem-sync/tandem/internal/config"
 	"github.com/tandem-sync/tandem/internal/factory"
 	"github.com/tandem-sync/tandem/internal/integrations"
@@ -42,6 +43,9 @@ type command struct {
 func commands() []command {
 	return []command{
 		// One line per command; each lives in its own file.
+		statusCommand(),
+		dlqCommand(),
+		resyncCommand(),
 	}
 }
 
@@ -69,6 +73,8 @@ type env struct {
 	log       *slog.Logger // JSON lines on stderr, at TANDEM_LOG_LEVEL
 
 	st      *store.Store
+	conn    *broker.Conn
+	pub     *broker.Publisher
 	closers []func()
 }
 
