@@ -95,6 +95,10 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 		ops.Check{Name: "mysql", Fn: st.Ping},
 		ops.Check{Name: "rabbitmq", Fn: conn.Healthy, Soft: true})
 
+	if err := mountConsole(ctx, app, st, conn, pub, cfg, log); err != nil {
+		return err
+	}
+
 	log.Info("listening", "addr", cfg.APIAddr, "relay", *runRelay)
 	serveErr := ops.Serve(ctx, app, cfg.APIAddr, cfg.Shutdown)
 	// The HTTP server has drained: no more commits. Let the relay publish
