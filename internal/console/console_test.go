@@ -140,7 +140,9 @@ func TestSignInActionsAndSignOut(t *testing.T) {
 	resp, _ = e.get(b, "/console/users/0193a8b0-0000-7000-8000-000000000000")
 	require.Equal(t, 404, resp.StatusCode)
 
-	outbox := func() int64 { return testutil.QueryInt(t, e.dsn, "SELECT COUNT(*) FROM outbox WHERE origin = 'resync'") }
+	outbox := func() int64 {
+		return testutil.QueryInt(t, e.dsn, "SELECT COUNT(*) FROM outbox WHERE origin = 'resync'")
+	}
 	// Without the CSRF token, or from another origin: refused.
 	resp, _ = e.post(b, "/console/users/"+u.ID+"/resync", url.Values{"provider": {"stripe"}})
 	require.Equal(t, 403, resp.StatusCode)
