@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/tandem-sync/tandem/internal/fakes/stripefake"
@@ -121,8 +122,12 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// The cause is fixed (the sandbox takes the domain again); resync.
 	s.sb.Fake.SetFaults(stripefake.Faults{})
+	// The button posts the form and the answer redirects to the same page:
+	// wait for that load before marking the page.
+	if _, err := chromedp.Run(bctx, chromedp.WaitEvent(page.LoadEventFired, nil, chromedp.Click(chromedp.ID("resync-stripe")))); err != nil {
+		t.Fatalf("pressing resync: %v", err)
+	}
 	if err := chromedp.Do(bctx,
-		chromedp.Click(chromedp.ID("resync-stripe")),
 		chromedp.WaitVisible(chromedp.ID("history")),
 		chromedp.Evaluate[chromedp.Void](`window.notReloaded = true`),
 		poll(`document.getElementById("status-stripe").textContent === "synced"`),
