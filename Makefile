@@ -13,8 +13,9 @@ help: ## list the targets
 up: ## make sure MariaDB and RabbitMQ answer (start or install them)
 	@scripts/services.sh
 
-tools: ## install stripe-mock (Stripe's request-shape checker) for the contract tests
+tools: ## install stripe-mock (Stripe's request-shape checker) for the contract tests, and chromium for the console test
 	@test -x $(GOBIN)/stripe-mock || $(GO) install github.com/stripe/stripe-mock@$(STRIPE_MOCK_VERSION)
+	@scripts/chromium.sh
 
 build: ## build every command into bin/
 	@mkdir -p bin && $(GO) build -o bin/ ./cmd/...

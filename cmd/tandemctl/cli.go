@@ -14,6 +14,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/tandem-sync/tandem/internal/broker"
 	"github.com/tandem-sync/tandem/internal/config"
 	"github.com/tandem-sync/tandem/internal/factory"
 	"github.com/tandem-sync/tandem/internal/integrations"
@@ -45,6 +46,9 @@ func commands() []command {
 		importCommand(),
 		backfillCommand(),
 		reconcileCommand(),
+		statusCommand(),
+		dlqCommand(),
+		resyncCommand(),
 	}
 }
 
@@ -72,6 +76,8 @@ type env struct {
 	log       *slog.Logger // JSON lines on stderr, at TANDEM_LOG_LEVEL
 
 	st      *store.Store
+	conn    *broker.Conn
+	pub     *broker.Publisher
 	closers []func()
 }
 
@@ -162,7 +168,7 @@ func (e *env) store(ctx context.Context) (*store.Store, error) {
 	if e.st != nil {
 		return e.st, nil
 	}
-	st, err := store.Open(ctx, e.cfg.MySQLDSN, store.Options{})
+	st, err := store.Open(ctx, e.cfg.MySQLDSN, store.Options{History: store.HistoryOptions{Off: !e.cfg.History}})
 	if err != nil {
 		return nil, err
 	}

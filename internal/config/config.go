@@ -54,6 +54,12 @@ type Config struct {
 	// reads the providers' own change logs (package catchup); 0 turns
 	// catch-up off.
 	CatchupInterval time.Duration
+	// History is TANDEM_HISTORY: record each user's history (changes,
+	// pushes, inbound events) for GET /v1/users/{id}/history and the
+	// console; HistoryRetention (TANDEM_HISTORY_RETENTION) is how long the
+	// api keeps it.
+	History          bool
+	HistoryRetention time.Duration
 
 	k *koanf.Koanf
 }
@@ -122,6 +128,11 @@ var defaults = map[string]any{
 	"stripe.api_base":        "",
 	"salesforce.api_version": "v60.0",
 
+	// Users' history (README "Operating Tandem"): recorded by every
+	// process, pruned by cmd/api.
+	"history":           "true",
+	"history_retention": "720h",
+
 	// cmd/webhook's retention of inbound_events (README "Storage").
 	"inbound_retention":         "96h",
 	"inbound_payload_retention": "72h",
@@ -179,6 +190,8 @@ func Load(environ []string, providers []string) (*Config, error) {
 	c.Providers = splitList(strings.ToLower(k.String("providers")))
 	c.InboundCreate = c.boolean("inbound_create", &errs)
 	c.LinkByEmail = c.boolean("link_by_email", &errs)
+	c.History = c.boolean("history", &errs)
+	c.HistoryRetention = c.duration("history_retention", &errs)
 	c.Provider = strings.ToLower(strings.TrimSpace(k.String("provider")))
 	c.LogLevel = strings.ToLower(k.String("log_level"))
 	c.MaxAttempts = c.positiveInt("max_attempts", &errs)

@@ -25,7 +25,7 @@
 //
 //	curl -s -H 'Content-Type: application/json' localhost:12111/_sandbox/customers \
 //	  -d '[{"email":"old@example.com","name":"Old","silent":true}]'
-//	POST /_sandbox/faults                 {rate_limit_ratio, server_error_ratio, latency, fail_after_write, expire_idempotency_keys}: API faults ({} turns them off)
+//	POST /_sandbox/faults                 {rate_limit_ratio, server_error_ratio, latency, fail_after_write, expire_idempotency_keys, reject_email_domain}: API faults ({} turns them off)
 //	POST /_sandbox/delivery               {duplicates, order (per_customer|shuffled|reversed), paused, drop (0-1: lose that share of deliveries)}: webhook delivery
 //	GET  /_sandbox/stats                  API requests, events and webhook deliveries so far
 //
@@ -149,6 +149,9 @@ type faultsJSON struct {
 	FailAfterWrite int `json:"fail_after_write,omitempty"`
 	// ExpireIdempotencyKeys forgets every stored key now (Stripe: 24 h).
 	ExpireIdempotencyKeys bool `json:"expire_idempotency_keys,omitempty"`
+	// RejectEmailDomain answers 400 to creates and updates of customers
+	// with an email at this domain: a permanent failure ("" turns it off).
+	RejectEmailDomain string `json:"reject_email_domain,omitempty"`
 }
 
 // faults replaces the injected API faults (stripefake.Server.SetFaults), to
@@ -159,7 +162,7 @@ func (s *Sandbox) faults(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "want JSON {rate_limit_ratio, server_error_ratio, latency}: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	f := stripefake.Faults{RateLimitRatio: in.RateLimitRatio, ServerErrorRatio: in.ServerErrorRatio}
+	f := stripefake.Faults{RateLimitRatio: in.RateLimitRatio, ServerErrorRatio: in.ServerErrorRatio, RejectEmailDomain: in.RejectEmailDomain}
 	if in.Latency != "" {
 		d, err := time.ParseDuration(in.Latency)
 		if err != nil || d < 0 {
