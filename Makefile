@@ -8,7 +8,7 @@ BENCH_ARGS ?=
 .PHONY: help up tools docker build image run test bench bench-image lint
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 up: ## make sure MariaDB and RabbitMQ answer (start or install them)
 	@scripts/services.sh

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -94,7 +95,12 @@ func startSystem(tb testing.TB, d *daemon, image string, extraEnv ...string) *sy
 		"STRIPE_WEBHOOK_SECRET=" + webhookSecret,
 		"STRIPE_API_BASE=" + s.sbURL,
 	}
-	env = append(env, extraEnv...)
+	// extraEnv replaces the settings it names.
+	for _, kv := range extraEnv {
+		name, _, _ := strings.Cut(kv, "=")
+		env = slices.DeleteFunc(env, func(e string) bool { return strings.HasPrefix(e, name+"=") })
+		env = append(env, kv)
+	}
 	s.envFile = filepath.Join(tb.TempDir(), "tandem.env")
 	if err := os.WriteFile(s.envFile, []byte(strings.Join(env, "\n")+"\n"), 0o600); err != nil {
 		tb.Fatal(err)
