@@ -58,9 +58,8 @@ func startDaemon(tb testing.TB) *daemon {
 		"--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
 		"--pidfile", filepath.Join(dir, "docker.pid"), "-H", d.host, "--log-level", "warn")
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	// Its own process group: a test binary killed by a timeout must not
-	// take the daemon's signal handling with it half-way.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A test binary that dies (a timeout's panic) stops its daemon too.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := d.cmd.Start(); err != nil {
 		_ = os.RemoveAll(dir)
 		tb.Fatalf("starting dockerd: %v", err)
@@ -130,7 +129,7 @@ func (d *daemon) stop(tb testing.TB) {
 		case <-d.done:
 		case <-time.After(20 * time.Second):
 			tb.Errorf("dockerd did not stop within 20 s of SIGTERM; killing it")
-			_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+			_ = d.cmd.Process.Kill()
 			<-d.done
 		}
 	}
@@ -240,17 +239,22 @@ func (d *daemon) runToEnd(tb testing.TB, name, image, envFile string, args ...st
 
 // waitReady polls http://addr/readyz until it answers 200; it fails tb, with
 // the container's log, if the container exits or is not ready within 60 s.
-func (c *container) waitReady(tb testing.TB, addr string) time.Duration {
+func (c *container) waitReady(tb testing.TB, addr string) {
 	tb.Helper()
 	start := time.Now()
 	client := &http.Client{Timeout: time.Second}
-	for {
+	for i := 0; ; i++ {
 		resp, err := client.Get("http://" + addr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return time.Since(start)
+				return
 			}
+		}
+		// Asking the daemon takes longer than a poll: every half second.
+		if i%25 != 24 {
+			time.Sleep(20 * time.Millisecond)
+			continue
 		}
 		if state := c.d.must(tb, "inspect", "-f", "{{.State.Status}}", c.id); state != "running" {
 			tb.Fatalf("container %s is %s, not running; its log:\n%s", c.name, state, c.logs())
