@@ -215,11 +215,11 @@ type container struct {
 var hardened = []string{"--network", "host", "--read-only", "--cap-drop", "ALL",
 	"--security-opt", "no-new-privileges", "--user", "65532:65532"}
 
-// run starts a detached container named name from image with the
-// environment in envFile and the command args.
-func (d *daemon) run(tb testing.TB, name, image, envFile string, args ...string) *container {
+// run starts a detached container named name from image with the docker
+// run options opts (its environment, its volumes) and the command args.
+func (d *daemon) run(tb testing.TB, name, image string, opts []string, args ...string) *container {
 	tb.Helper()
-	full := append([]string{"run", "-d", "--name", name, "--env-file", envFile}, hardened...)
+	full := append(append([]string{"run", "-d", "--name", name}, opts...), hardened...)
 	full = append(append(full, image), args...)
 	c := &container{d: d, name: name, id: d.must(tb, full...)}
 	return c
@@ -227,9 +227,9 @@ func (d *daemon) run(tb testing.TB, name, image, envFile string, args ...string)
 
 // runToEnd runs a container to its end and fails tb, with its output, unless
 // it exits 0.
-func (d *daemon) runToEnd(tb testing.TB, name, image, envFile string, args ...string) {
+func (d *daemon) runToEnd(tb testing.TB, name, image string, opts []string, args ...string) {
 	tb.Helper()
-	full := append([]string{"run", "--name", name, "--env-file", envFile}, hardened...)
+	full := append(append([]string{"run", "--name", name}, opts...), hardened...)
 	full = append(append(full, image), args...)
 	if out, err := d.output(context.Background(), full...); err != nil {
 		logs, _ := d.output(context.Background(), "logs", name)

@@ -102,13 +102,21 @@ func startSystem(tb testing.TB, d *daemon, image string, extraEnv ...string) *sy
 		env = slices.DeleteFunc(env, func(e string) bool { return strings.HasPrefix(e, name+"=") })
 		env = append(env, kv)
 	}
-	s.envFile = filepath.Join(tb.TempDir(), "tandem.env")
-	if err := os.WriteFile(s.envFile, []byte(strings.Join(env, "\n")+"\n"), 0o600); err != nil {
+	// And a configuration file mounted read-only, as the chart's configFile
+	// is: the non-root user must be able to read it.
+	dir := tb.TempDir()
+	s.envFile = filepath.Join(dir, "tandem.env")
+	if err := os.WriteFile(s.envFile, []byte(strings.Join(env, "\n")+"\nTANDEM_CONFIG=/etc/tandem/tandem.yaml\n"), 0o600); err != nil {
 		tb.Fatal(err)
 	}
+	configFile := filepath.Join(dir, "tandem.yaml")
+	if err := os.WriteFile(configFile, []byte("relay_batch_size: 100\n"), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	opts := []string{"--env-file", s.envFile, "--volume", configFile + ":/etc/tandem/tandem.yaml:ro"}
 
 	suffix := testutil.Suffix()
-	d.runToEnd(tb, "tandem-migrate-"+suffix, image, s.envFile, "api", "-migrate-only")
+	d.runToEnd(tb, "tandem-migrate-"+suffix, image, opts, "api", "-migrate-only")
 
 	var started []*container
 	tb.Cleanup(func() {
@@ -135,7 +143,7 @@ func startSystem(tb testing.TB, d *daemon, image string, extraEnv ...string) *sy
 		{"worker", s.wrkAddr, []string{"worker", "-provider", "stripe", "-migrate=false"}, &s.worker},
 	} {
 		begin := time.Now()
-		c := d.run(tb, "tandem-"+p.name+"-"+suffix, image, s.envFile, p.args...)
+		c := d.run(tb, "tandem-"+p.name+"-"+suffix, image, opts, p.args...)
 		started = append(started, c)
 		c.waitReady(tb, p.addr)
 		readyAt := time.Now()
@@ -238,8 +246,11 @@ func TestImageRunsTheSystem(t *testing.T) {
 		t.Skip("container: skipped in -short mode")
 	}
 	t.Parallel()
+	begin := time.Now()
 	d := startDaemon(t)
+	daemonUp := time.Since(begin)
 	image := d.buildImage(t)
+	t.Logf("dockerd answered after %v; image built in %v", daemonUp.Round(time.Millisecond), (time.Since(begin) - daemonUp).Round(time.Millisecond))
 
 	// The image as the chart expects it: a numeric non-root user, and no
 	// shell to run.
