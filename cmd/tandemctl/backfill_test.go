@@ -115,3 +115,35 @@ func TestBackfillBadUsage(t *testing.T) {
 	require.Equal(t, exitUsage, code)
 	require.Contains(t, errs, `unknown provider "hubspot"`)
 }
+
+// A provider failing mid-backfill: writes that took effect but answered
+// 500, and plain 500s, are retried by the worker's rules; every user ends
+// with exactly one customer, and a re-run has nothing left to do.
+func TestBackfillThroughFailures(t *testing.T) {
+	t.Parallel()
+	st, dsn := testutil.NewStore(t)
+	ctx := context.Background()
+	fake := stripefake.New(stripefake.Options{})
+	t.Cleanup(fake.Close)
+	base, err := fake.Listen("127.0.0.1:0")
+	require.NoError(t, err)
+	var users []store.User
+	for i := range 20 {
+		u, err := st.CreateUser(ctx, store.NewUser{Email: fmt.Sprintf("ff-%02d@example.com", i), Name: fmt.Sprintf("F%d", i)}, nil)
+		require.NoError(t, err)
+		users = append(users, u)
+	}
+	fake.FailAfterWrite(5)
+	fake.SetFaults(stripefake.Faults{ServerErrorRatio: 0.2})
+
+	code, done, errs := backfillRun(t, dsn, base)
+	require.Equal(t, exitOK, code, errs)
+	require.Equal(t, 20, done.Created, "%+v", done)
+	for i, u := range users {
+		require.Len(t, fake.CustomersWithMetadata(stripe.MetadataUserIDKey, u.ID), 1, "user %d", i)
+	}
+	fake.SetFaults(stripefake.Faults{})
+	code, again, errs := backfillRun(t, dsn, base)
+	require.Equal(t, exitOK, code, errs)
+	require.Zero(t, again.Users, "%+v", again)
+}
