@@ -196,10 +196,15 @@ func (e *env) terminal() bool {
 // terminal, and a silent one otherwise (a script, a pipe, a test). total -1
 // means unknown.
 func (e *env) progress(total int64, desc string) *progressbar.ProgressBar {
+	// No spinner goroutine for an unknown total: progressbar's reads the
+	// bar's state without its lock (a data race); the spinner turns on
+	// each update instead.
 	if !e.terminal() {
-		return progressbar.DefaultSilent(total, desc)
+		return progressbar.NewOptions64(total, progressbar.OptionSetVisibility(false), progressbar.OptionSetWriter(io.Discard),
+			progressbar.OptionSetSpinnerChangeInterval(0))
 	}
 	return progressbar.NewOptions64(total,
+		progressbar.OptionSetSpinnerChangeInterval(0),
 		progressbar.OptionSetWriter(e.stderr),
 		progressbar.OptionSetDescription(desc),
 		progressbar.OptionShowCount(),
