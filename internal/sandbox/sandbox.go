@@ -25,8 +25,8 @@
 //
 //	curl -s -H 'Content-Type: application/json' localhost:12111/_sandbox/customers \
 //	  -d '[{"email":"old@example.com","name":"Old","silent":true}]'
-//	POST /_sandbox/faults                 {rate_limit_ratio, server_error_ratio, latency, fail_after_write, expire_idempotency_keys}: API faults ({} turns them off)
-//	POST /_sandbox/delivery               {duplicates, order (per_customer|shuffled|reversed), paused}: webhook delivery
+//	POST /_sandbox/faults                 {rate_limit_ratio, server_error_ratio, latency, fail_after_write, expire_idempotency_keys, reject_email_domain}: API faults ({} turns them off)
+//	POST /_sandbox/delivery               {duplicates, order (per_customer|shuffled|reversed), paused, drop (0-1: lose that share of deliveries)}: webhook delivery
 //	GET  /_sandbox/stats                  API requests, events and webhook deliveries so far
 //
 // Every POST refuses cross-origin browser requests (403): another site's
@@ -149,6 +149,9 @@ type faultsJSON struct {
 	FailAfterWrite int `json:"fail_after_write,omitempty"`
 	// ExpireIdempotencyKeys forgets every stored key now (Stripe: 24 h).
 	ExpireIdempotencyKeys bool `json:"expire_idempotency_keys,omitempty"`
+	// RejectEmailDomain answers 400 to creates and updates of customers
+	// with an email at this domain: a permanent failure ("" turns it off).
+	RejectEmailDomain string `json:"reject_email_domain,omitempty"`
 }
 
 // faults replaces the injected API faults (stripefake.Server.SetFaults), to
@@ -159,7 +162,7 @@ func (s *Sandbox) faults(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "want JSON {rate_limit_ratio, server_error_ratio, latency}: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	f := stripefake.Faults{RateLimitRatio: in.RateLimitRatio, ServerErrorRatio: in.ServerErrorRatio}
+	f := stripefake.Faults{RateLimitRatio: in.RateLimitRatio, ServerErrorRatio: in.ServerErrorRatio, RejectEmailDomain: in.RejectEmailDomain}
 	if in.Latency != "" {
 		d, err := time.ParseDuration(in.Latency)
 		if err != nil || d < 0 {
@@ -191,6 +194,10 @@ type deliveryJSON struct {
 	Duplicates *int    `json:"duplicates,omitempty"` // extra copies of every event
 	Order      *string `json:"order,omitempty"`      // per_customer, shuffled or reversed
 	Paused     *bool   `json:"paused,omitempty"`     // hold deliveries (events keep queuing)
+	// Drop loses the deliveries of this share of new events (0 to 1): they
+	// are recorded and listed by GET /v1/events, never sent, as when an
+	// endpoint is down for days. Tandem's catch-up finds them.
+	Drop *float64 `json:"drop,omitempty"`
 }
 
 var orders = map[string]stripefake.DeliveryOrder{
@@ -204,7 +211,7 @@ var orders = map[string]stripefake.DeliveryOrder{
 func (s *Sandbox) delivery(w http.ResponseWriter, r *http.Request) {
 	var in deliveryJSON
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&in); err != nil {
-		http.Error(w, "want JSON {duplicates, order, paused}: "+err.Error(), http.StatusBadRequest)
+		http.Error(w, "want JSON {duplicates, order, paused, drop}: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	var order stripefake.DeliveryOrder
@@ -220,8 +227,15 @@ func (s *Sandbox) delivery(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "duplicates: want 0 or more", http.StatusBadRequest)
 		return
 	}
+	if in.Drop != nil && (*in.Drop < 0 || *in.Drop > 1) {
+		http.Error(w, "drop: want a share from 0 to 1", http.StatusBadRequest)
+		return
+	}
 	if in.Duplicates != nil {
 		s.Fake.SetDuplicateDeliveries(*in.Duplicates)
+	}
+	if in.Drop != nil {
+		s.Fake.SetDropDeliveries(*in.Drop)
 	}
 	if in.Order != nil {
 		s.Fake.SetDeliveryOrder(order)
