@@ -216,12 +216,15 @@ func (quietBar) Finish() error { return nil }
 
 // progress returns a progress bar with an ETA on stderr when it is a
 // terminal, and one that shows nothing otherwise (a script, a pipe, a
-// test). total -1 means unknown. Use it from one goroutine.
+// test). total -1 means unknown. Use it from one goroutine. On a terminal
+// the spinner of an unknown total turns on each update: progressbar's own
+// spinner goroutine reads the bar without its lock (a data race).
 func (e *env) progress(total int64, desc string) progressBar {
 	if !e.terminal() {
 		return quietBar{}
 	}
 	return progressbar.NewOptions64(total,
+		progressbar.OptionSetSpinnerChangeInterval(0),
 		progressbar.OptionSetWriter(e.stderr),
 		progressbar.OptionSetDescription(desc),
 		progressbar.OptionShowCount(),

@@ -26,7 +26,8 @@
 // (store.Resync), or with PreferRemote by applying the object's state
 // through the inbound path (store.ApplyInbound, the webhook's rules: an
 // invalid state, an email another user holds and ordering are handled as
-// for a webhook event; no outbox row); a missing object is confirmed gone
+// for a webhook event dated when the object was listed, so a change made
+// since on either side wins; no outbox row); a missing object is confirmed gone
 // with a read, then the link forgets it and the worker links or creates
 // another (store.ForgetRemote); with Import, unlinked objects are applied
 // as created objects by the inbound rules (linked to the user with their
@@ -138,8 +139,10 @@ func Run(ctx context.Context, st Store, o Options) (Report, error) {
 	start := o.Now()
 
 	remote := map[string]integrations.RemoteObject{}
+	readAt := map[string]time.Time{}
 	var order []string
 	for cursor := ""; ; {
+		asked := o.Now()
 		page, next, err := o.Lister.ListRemote(ctx, cursor)
 		if err != nil {
 			return rep, fmt.Errorf("listing %s objects (after %d): %w", o.Provider, rep.Listed, err)
@@ -148,6 +151,7 @@ func Run(ctx context.Context, st Store, o Options) (Report, error) {
 		for _, obj := range page {
 			if _, dup := remote[obj.ID]; !dup && obj.ID != "" {
 				remote[obj.ID] = obj
+				readAt[obj.ID] = asked
 				order = append(order, obj.ID)
 			}
 		}
@@ -203,7 +207,15 @@ func Run(ctx context.Context, st Store, o Options) (Report, error) {
 	if !o.Repair {
 		return rep, nil
 	}
-	return repair(ctx, st, o, rep, remote, drifted)
+	return repair(ctx, st, o, rep, listing{remote, readAt}, drifted)
+}
+
+// listing is what the listing read: the objects, and when each was read
+// (the time its page was asked for: the object held that state then or a
+// moment later).
+type listing struct {
+	objects map[string]integrations.RemoteObject
+	readAt  map[string]time.Time
 }
 
 // Diff names the fields in which obj differs from u: email, name, phone,
@@ -226,7 +238,8 @@ func Diff(u store.User, obj integrations.RemoteObject) []string {
 	return fields
 }
 
-func repair(ctx context.Context, st Store, o Options, rep Report, remote map[string]integrations.RemoteObject, drifted map[string]store.LinkedUser) (Report, error) {
+func repair(ctx context.Context, st Store, o Options, rep Report, ls listing, drifted map[string]store.LinkedUser) (Report, error) {
+	remote := ls.objects
 	fail := func(userID, remoteID string, err error) {
 		rep.Failures = append(rep.Failures, Failure{UserID: userID, RemoteID: remoteID, Error: err.Error()})
 	}
@@ -244,7 +257,7 @@ func repair(ctx context.Context, st Store, o Options, rep Report, remote map[str
 		}
 		l, obj := drifted[d.UserID], remote[d.RemoteID]
 		id := eventID(obj, "v"+strconv.FormatInt(l.User.Version, 10))
-		res, err := apply(ctx, st, o, obj, id, integrations.InboundUpdated)
+		res, err := apply(ctx, st, o, obj, ls.readAt[obj.ID], id, integrations.InboundUpdated)
 		switch {
 		case err != nil:
 			fail(d.UserID, d.RemoteID, err)
@@ -294,7 +307,7 @@ func repair(ctx context.Context, st Store, o Options, rep Report, remote map[str
 				return rep, err
 			}
 			obj := remote[u.RemoteID]
-			res, err := apply(ctx, st, o, obj, eventID(obj, "import"), integrations.InboundCreated)
+			res, err := apply(ctx, st, o, obj, ls.readAt[obj.ID], eventID(obj, "import"), integrations.InboundCreated)
 			if err != nil {
 				fail("", u.RemoteID, err)
 				continue
@@ -309,11 +322,12 @@ func repair(ctx context.Context, st Store, o Options, rep Report, remote map[str
 }
 
 // apply applies obj's state as an inbound event of kind, by the webhook's
-// rules.
-func apply(ctx context.Context, st Store, o Options, obj integrations.RemoteObject, id string, kind integrations.InboundKind) (store.InboundResult, error) {
+// rules, dated when it was read: a change made in Tandem or the provider
+// since then is newer, and wins by the ordering rules.
+func apply(ctx context.Context, st Store, o Options, obj integrations.RemoteObject, readAt time.Time, id string, kind integrations.InboundKind) (store.InboundResult, error) {
 	ev := integrations.InboundEvent{
 		ID: id, Kind: kind, RawType: "tandemctl.reconcile", RemoteID: obj.ID, UserID: obj.UserID,
-		OccurredAt: o.Now().UTC(), Customer: obj.Customer, WithoutMetadata: obj.WithoutMetadata,
+		OccurredAt: readAt.UTC(), Customer: obj.Customer, WithoutMetadata: obj.WithoutMetadata,
 	}
 	var refetch store.RefetchFunc
 	if o.Fetcher != nil {

@@ -70,6 +70,14 @@
 // metadata there as a JSON object with sorted keys (null when empty), so the
 // contact holds the whole user and CustomerFrom reads it back.
 //
+// # Listing and matching
+//
+// ListRemote (integrations.Lister) pages through a SOQL query of every live
+// Contact, 2,000 per request, continued at Salesforce's nextRecordsUrl;
+// Candidates (integrations.Matcher) finds the contacts tagged with a user
+// or holding one of its emails in one SOQL query (an exact read: SOQL
+// compares text ignoring case). Both map contacts as Fetch does.
+//
 // # Errors
 //
 // Errors follow the contract's kinds (see package integrations): 403
