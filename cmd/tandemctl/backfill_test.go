@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -114,6 +115,11 @@ func TestBackfillBadUsage(t *testing.T) {
 	code, _, errs = ctl(t, dsn, "backfill", "-provider", "hubspot")
 	require.Equal(t, exitUsage, code)
 	require.Contains(t, errs, `unknown provider "hubspot"`)
+	code, out, errs := ctl(t, dsn, "backfill", "-provider", "stripe")
+	require.Equal(t, exitError, code)
+	require.Contains(t, errs, "STRIPE_SECRET_KEY", "a missing key is named")
+	require.Equal(t, 1, strings.Count(errs, "\n"), "one line: %q", errs)
+	require.Empty(t, out)
 }
 
 // A provider failing mid-backfill: writes that took effect but answered
