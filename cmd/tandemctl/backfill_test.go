@@ -37,19 +37,8 @@ func backfillRun(t *testing.T, dsn, base string, args ...string) (int, backfillD
 // conflict, and a second run does nothing.
 func TestBackfill(t *testing.T) {
 	t.Parallel()
-	st, dsn := testutil.NewStore(t)
-	ctx := context.Background()
-	fake := stripefake.New(stripefake.Options{})
-	t.Cleanup(fake.Close)
-	base, err := fake.Listen("127.0.0.1:0")
-	require.NoError(t, err)
+	dsn, fake, base, users := backfillSetup(t, "bf", 12)
 
-	var users []store.User
-	for i := range 12 {
-		u, err := st.CreateUser(ctx, store.NewUser{Email: fmt.Sprintf("bf-%02d@example.com", i), Name: fmt.Sprintf("U%d", i)}, nil)
-		require.NoError(t, err)
-		users = append(users, u)
-	}
 	// Users 0-4 are customers already (user 0 in another case), 5 twice,
 	// 6-11 not at all; one stranger.
 	existing := map[string]string{}
@@ -66,7 +55,7 @@ func TestBackfill(t *testing.T) {
 		_, err := fake.SilentCreate(stripefake.Customer{Email: users[5].Email, Name: "Twin"})
 		require.NoError(t, err)
 	}
-	_, err = fake.SilentCreate(stripefake.Customer{Email: "stranger@example.com"})
+	_, err := fake.SilentCreate(stripefake.Customer{Email: "stranger@example.com"})
 	require.NoError(t, err)
 
 	before := fake.Stats()
@@ -127,18 +116,7 @@ func TestBackfillBadUsage(t *testing.T) {
 // with exactly one customer, and a re-run has nothing left to do.
 func TestBackfillThroughFailures(t *testing.T) {
 	t.Parallel()
-	st, dsn := testutil.NewStore(t)
-	ctx := context.Background()
-	fake := stripefake.New(stripefake.Options{})
-	t.Cleanup(fake.Close)
-	base, err := fake.Listen("127.0.0.1:0")
-	require.NoError(t, err)
-	var users []store.User
-	for i := range 20 {
-		u, err := st.CreateUser(ctx, store.NewUser{Email: fmt.Sprintf("ff-%02d@example.com", i), Name: fmt.Sprintf("F%d", i)}, nil)
-		require.NoError(t, err)
-		users = append(users, u)
-	}
+	dsn, fake, base, users := backfillSetup(t, "ff", 20)
 	fake.FailAfterWrite(5)
 	fake.SetFaults(stripefake.Faults{ServerErrorRatio: 0.2})
 
@@ -152,4 +130,21 @@ func TestBackfillThroughFailures(t *testing.T) {
 	code, again, errs := backfillRun(t, dsn, base)
 	require.Equal(t, exitOK, code, errs)
 	require.Zero(t, again.Users, "%+v", again)
+}
+
+// backfillSetup makes n users (emails <prefix>-NN@example.com) in a
+// database of the test's own and a Stripe fake.
+func backfillSetup(t *testing.T, prefix string, n int) (dsn string, fake *stripefake.Server, base string, users []store.User) {
+	t.Helper()
+	st, dsn := testutil.NewStore(t)
+	fake = stripefake.New(stripefake.Options{})
+	t.Cleanup(fake.Close)
+	base, err := fake.Listen("127.0.0.1:0")
+	require.NoError(t, err)
+	for i := range n {
+		u, err := st.CreateUser(context.Background(), store.NewUser{Email: fmt.Sprintf("%s-%02d@example.com", prefix, i), Name: fmt.Sprintf("User %d", i)}, nil)
+		require.NoError(t, err)
+		users = append(users, u)
+	}
+	return dsn, fake, base, users
 }
