@@ -315,6 +315,7 @@ func change(ev integrations.InboundEvent) store.InboundChange {
 		UserID:     ev.UserID,
 		OccurredAt: ev.OccurredAt,
 		Echo:       ev.Echo,
+		MergedInto: ev.MergedInto,
 		State:      stateOf(ev.Customer, ev.WithoutMetadata),
 		Payload:    ev.Raw,
 	}

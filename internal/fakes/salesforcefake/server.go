@@ -466,6 +466,9 @@ func (s *Server) serveAPI(r *http.Request, body []byte, rec *Request) response {
 	if !ok {
 		return notFound()
 	}
+	if len(segs) == 4 && apiVersion.MatchString(segs[2]) && (segs[3] == "query" || segs[3] == "queryAll") {
+		return s.query(r, segs[2], segs[3] == "queryAll")
+	}
 	// segs: services data vXX.X sobjects Contact {id} | {field} {value}
 	if len(segs) < 6 || !apiVersion.MatchString(segs[2]) || segs[3] != "sobjects" {
 		return notFound()

@@ -359,6 +359,11 @@ type response struct {
 // once more. It returns the answer (any status) or the error of getting one:
 // ctx's, the token endpoint's, or a network failure (transient).
 func (a *Adapter) do(ctx context.Context, method, path string, body map[string]any) (response, error) {
+	return a.doURL(ctx, method, a.base+path, body)
+}
+
+// doURL is do with a whole URL (another resource than Contact's).
+func (a *Adapter) doURL(ctx context.Context, method, url string, body map[string]any) (response, error) {
 	if err := ctx.Err(); err != nil {
 		return response{}, err
 	}
@@ -374,7 +379,7 @@ func (a *Adapter) do(ctx context.Context, method, path string, body map[string]a
 		if err != nil {
 			return response{}, err
 		}
-		r, err := a.send(ctx, method, path, payload, tok)
+		r, err := a.send(ctx, method, url, payload, tok)
 		if err != nil {
 			return response{}, err
 		}
@@ -387,12 +392,12 @@ func (a *Adapter) do(ctx context.Context, method, path string, body map[string]a
 	}
 }
 
-func (a *Adapter) send(ctx context.Context, method, path string, payload []byte, token string) (response, error) {
+func (a *Adapter) send(ctx context.Context, method, url string, payload []byte, token string) (response, error) {
 	var body io.Reader
 	if payload != nil {
 		body = bytes.NewReader(payload)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, a.base+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
 	if err != nil {
 		return response{}, integrations.Permanent(fmt.Errorf("building the request: %w", err))
 	}
