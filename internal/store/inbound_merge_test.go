@@ -48,7 +48,11 @@ func TestApplyInboundMergeRelinksTheUser(t *testing.T) {
 	require.Equal(t, "003bob", *link(t, st, b.ID).RemoteID)
 
 	for _, bad := range []store.InboundChange{
-		func() store.InboundChange { c := change("003bob", state("b@example.com", "B", nil)); c.MergedInto = "003x"; return c }(),
+		func() store.InboundChange {
+			c := change("003bob", state("b@example.com", "B", nil))
+			c.MergedInto = "003x"
+			return c
+		}(),
 		func() store.InboundChange {
 			c := change("003bob", state("b@example.com", "B", nil))
 			c.Deleted, c.MergedInto = true, "003bob"

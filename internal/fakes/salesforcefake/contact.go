@@ -29,10 +29,10 @@ type Contact struct {
 	// Custom holds the custom fields of Options.CustomFields that are set.
 	Custom map[string]string
 
-	IsDeleted        bool // in the recycle bin
+	IsDeleted bool // in the recycle bin
 	// MasterRecordID is, for a contact deleted by a merge (UIMerge), the
 	// contact it was merged into; "" otherwise.
-	MasterRecordID string
+	MasterRecordID   string
 	CreatedDate      time.Time
 	CreatedByID      string
 	LastModifiedDate time.Time
