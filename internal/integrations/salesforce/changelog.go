@@ -3,6 +3,8 @@ package salesforce
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,7 +47,9 @@ var _ integrations.ChangeLog = (*Adapter)(nil)
 // MergedInto set to MasterRecordId (contact.merged; within one second they
 // come before the other changes, so the survivor's own change finds the user
 // relinked). The event id is "log-<contact id>-<SystemModstamp, unix
-// seconds>": stable, so a contact read twice is one event (it cannot be the
+// seconds>-<digest of the record>": stable, so a contact read twice
+// unchanged is one event, and one changed twice within a second two (it
+// cannot be the
 // Outbound Message's notification id; a change both notified and read is
 // applied once and then recognised as a state the link holds).
 //
@@ -148,7 +152,7 @@ func (a *Adapter) changeEvent(ctx context.Context, n Notification, stamp time.Ti
 	n.Email, n.FirstName, n.LastName, n.Phone = n.Fields["Email"], n.Fields["FirstName"], n.Fields["LastName"], n.Fields["Phone"]
 	n.LastModifiedByID = n.Fields["LastModifiedById"]
 	n.IsDeleted, _ = strconv.ParseBool(n.Fields["IsDeleted"])
-	ev := integrations.InboundEvent{ID: "log-" + n.ContactID + "-" + strconv.FormatInt(stamp.Unix(), 10)}
+	ev := integrations.InboundEvent{ID: changeID(n.ContactID, stamp, rec)}
 	modified, err := parseRESTTime(n.Fields["LastModifiedDate"])
 	if err != nil {
 		modified = stamp
@@ -172,6 +176,16 @@ func (a *Adapter) changeEvent(ctx context.Context, n Notification, stamp time.Ti
 	}
 	ev.Raw = raw
 	return ev, nil
+}
+
+// changeID is the event id of a contact as read: its id, its
+// SystemModstamp (whole seconds) and a digest of the record, so a contact
+// read again unchanged is the same event, and one changed twice within a
+// second is two.
+func changeID(id string, stamp time.Time, rec map[string]any) string {
+	b, _ := json.Marshal(rec) // map keys sorted: the same record, the same bytes
+	sum := sha256.Sum256(b)
+	return "log-" + id + "-" + strconv.FormatInt(stamp.Unix(), 10) + "-" + hex.EncodeToString(sum[:8])
 }
 
 // mergesFirst orders events by time, merges before other changes of the

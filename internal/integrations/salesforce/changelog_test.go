@@ -107,6 +107,15 @@ func TestChangeLogFindsChangesDeletesAndMerges(t *testing.T) {
 	evs, next, _ = readChanges(t, a, next)
 	require.Equal(t, []string{"log-" + c3.ID, "log-" + c1.ID}, prefixes(evs))
 
+	// A contact changed again within the same second is a new event.
+	before := evs[1].ID
+	_, err = fake.UIUpdate(c1.ID, func(c *salesforcefake.Contact) { c.LastName = "Byron" })
+	require.NoError(t, err)
+	evs, next, _ = readChanges(t, a, next)
+	require.Equal(t, 2, len(evs))
+	require.NotEqual(t, before, evs[1].ID)
+	require.Equal(t, "Ada Byron", evs[1].Customer.Name)
+
 	// 250 changes take 2 pages.
 	clk.tick()
 	for i := range 250 {
@@ -128,7 +137,8 @@ func TestChangeLogFindsChangesDeletesAndMerges(t *testing.T) {
 func prefixes(evs []integrations.InboundEvent) []string {
 	var out []string
 	for _, ev := range evs {
-		out = append(out, ev.ID[:strings.LastIndex(ev.ID, "-")])
+		id := ev.ID[:strings.LastIndex(ev.ID, "-")]
+		out = append(out, id[:strings.LastIndex(id, "-")])
 	}
 	return out
 }
