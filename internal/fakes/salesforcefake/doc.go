@@ -41,6 +41,9 @@
 //	// instance URL: base; token URL: fake.TokenURL();
 //	// client id and secret: salesforcefake.DefaultClientID, DefaultClientSecret.
 //
-// Only the token endpoint and /services/data/vXX.X/sobjects/Contact/...
-// exist; everything else answers 404 NOT_FOUND like an unknown resource.
+// Only the token endpoint, /services/data/vXX.X/sobjects/Contact/... and
+// /services/data/vXX.X/query and queryAll (for the one SOQL shape Tandem's
+// catch-up sends: contacts by SystemModstamp, deleted and merged ones too
+// with queryAll; see UIMerge) exist; everything else answers 404 NOT_FOUND
+// like an unknown resource.
 package salesforcefake

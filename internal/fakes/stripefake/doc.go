@@ -16,8 +16,10 @@
 //   - changes made "in the dashboard" (DashboardCreate, DashboardUpdate,
 //     DashboardDelete) that bypass the API and emit events without an
 //     idempotency key, as real dashboard edits do;
-//   - webhook delivery with retries, duplicates, reordering, pausing and a
-//     way to wait until every event has been delivered (WaitDelivered).
+//   - webhook delivery with retries, duplicates, reordering, pausing, lost
+//     deliveries (SetDropDeliveries: the events are still listed by GET
+//     /v1/events) and a way to wait until every event has been delivered
+//     (WaitDelivered).
 //
 // Starting it in a test:
 //
