@@ -82,6 +82,7 @@ type system struct {
 	workers []*process
 	client  *apiClient
 	inspect *amqp.Connection
+	env     []string // the processes' common environment (tandemctl runs with it)
 }
 
 // newSystem starts a whole system for t and stops it when t ends. On
@@ -167,6 +168,7 @@ func newSystem(t *testing.T, opts options) *system {
 		env = append(env, s.startSalesforce(t, webhookAddr)...)
 	}
 	env = append(env, opts.env...)
+	s.env = env
 	dir := t.TempDir()
 	s.api = &process{name: "api", path: bin("api"), env: env, dir: dir, addr: apiAddr, out: &testutil.SyncBuffer{}}
 	s.webhook = &process{name: "webhook", path: bin("webhook"), env: env, dir: dir, addr: webhookAddr, out: &testutil.SyncBuffer{}}

@@ -107,7 +107,7 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 		return errors.New("config: TANDEM_PROVIDERS (" + strings.Join(cfg.Providers, ",") + ") names no provider that receives webhooks")
 	}
 
-	st, err := store.Open(ctx, cfg.MySQLDSN, store.Options{})
+	st, err := store.Open(ctx, cfg.MySQLDSN, store.Options{History: store.HistoryOptions{Off: !cfg.History}})
 	if err != nil {
 		return err
 	}

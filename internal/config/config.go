@@ -47,10 +47,19 @@ type Config struct {
 	// InboundCreate is TANDEM_INBOUND_CREATE: make users of unknown remote
 	// objects (a customer made in the dashboard, a Checkout guest).
 	InboundCreate bool
+	// LinkByEmail is TANDEM_LINK_BY_EMAIL: before creating a remote
+	// object, link the single live untagged one with the user's email.
+	LinkByEmail bool
 	// CatchupInterval is TANDEM_CATCHUP_INTERVAL: how often cmd/webhook
 	// reads the providers' own change logs (package catchup); 0 turns
 	// catch-up off.
 	CatchupInterval time.Duration
+	// History is TANDEM_HISTORY: record each user's history (changes,
+	// pushes, inbound events) for GET /v1/users/{id}/history and the
+	// console; HistoryRetention (TANDEM_HISTORY_RETENTION) is how long the
+	// api keeps it.
+	History          bool
+	HistoryRetention time.Duration
 
 	k *koanf.Koanf
 }
@@ -100,6 +109,7 @@ var defaults = map[string]any{
 	"api_tokens":             "",
 	"providers":              "stripe",
 	"inbound_create":         "true",
+	"link_by_email":          "true",
 	"catchup_interval":       "1m",
 	"provider":               "",
 	"max_attempts":           "10",
@@ -117,6 +127,11 @@ var defaults = map[string]any{
 	"stripe.rate_limit":      "25",
 	"stripe.api_base":        "",
 	"salesforce.api_version": "v60.0",
+
+	// Users' history (README "Operating Tandem"): recorded by every
+	// process, pruned by cmd/api.
+	"history":           "true",
+	"history_retention": "720h",
 
 	// cmd/webhook's retention of inbound_events (README "Storage").
 	"inbound_retention":         "96h",
@@ -174,6 +189,9 @@ func Load(environ []string, providers []string) (*Config, error) {
 	c.APITokens = splitList(k.String("api_tokens"))
 	c.Providers = splitList(strings.ToLower(k.String("providers")))
 	c.InboundCreate = c.boolean("inbound_create", &errs)
+	c.LinkByEmail = c.boolean("link_by_email", &errs)
+	c.History = c.boolean("history", &errs)
+	c.HistoryRetention = c.duration("history_retention", &errs)
 	c.Provider = strings.ToLower(strings.TrimSpace(k.String("provider")))
 	c.LogLevel = strings.ToLower(k.String("log_level"))
 	c.MaxAttempts = c.positiveInt("max_attempts", &errs)

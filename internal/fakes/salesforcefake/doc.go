@@ -41,9 +41,13 @@
 //	// instance URL: base; token URL: fake.TokenURL();
 //	// client id and secret: salesforcefake.DefaultClientID, DefaultClientSecret.
 //
+// It also answers SOQL queries of Contacts (GET …/query?q= and
+// …/queryAll?q=, paged with nextRecordsUrl; see query.go for the part of
+// SOQL understood), which listing and matching need, and the catch-up's
+// contacts changed since a SystemModstamp (queryAll also returns deleted
+// contacts, and those merged into another by UIMerge, with MasterRecordId).
+//
 // Only the token endpoint, /services/data/vXX.X/sobjects/Contact/... and
-// /services/data/vXX.X/query and queryAll (for the one SOQL shape Tandem's
-// catch-up sends: contacts by SystemModstamp, deleted and merged ones too
-// with queryAll; see UIMerge) exist; everything else answers 404 NOT_FOUND
-// like an unknown resource.
+// the query resources exist; everything else answers 404 NOT_FOUND like an
+// unknown resource.
 package salesforcefake

@@ -1,141 +1,587 @@
 package salesforcefake
 
 import (
-	"cmp"
 	"fmt"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// The one SOQL shape the fake answers: the contacts changed since a point of
-// SystemModstamp (Tandem's catch-up), oldest first.
-var (
-	soqlShape = regexp.MustCompile(`(?is)^\s*SELECT\s+(.+?)\s+FROM\s+Contact\s+WHERE\s+(.+?)\s+ORDER\s+BY\s+SystemModstamp(?:\s+ASC)?\s*,\s*Id(?:\s+ASC)?\s+LIMIT\s+(\d+)\s*$`)
-	// SystemModstamp >= T, or > T
-	soqlSince = regexp.MustCompile(`(?i)^SystemModstamp\s*(>=|>)\s*(\S+)$`)
-	// (SystemModstamp > T OR (SystemModstamp = T AND Id > 'id'))
-	soqlAfter = regexp.MustCompile(`(?i)^\(\s*SystemModstamp\s*>\s*(\S+)\s+OR\s+\(\s*SystemModstamp\s*=\s*(\S+)\s+AND\s+Id\s*>\s*'([A-Za-z0-9]{15,18})'\s*\)\s*\)$`)
-)
+// SOQL queries (GET /services/data/vXX.X/query?q=…, and queryAll, which
+// also returns deleted contacts), answered as Salesforce does:
+// {totalSize, done, nextRecordsUrl, records}, each record with its
+// attributes. A result larger than one batch (2,000 records, or the
+// batchSize of a Sforce-Query-Options header, 200 to 2,000) is continued
+// at nextRecordsUrl (GET /services/data/vXX.X/query/<locator>-<offset>),
+// which serves the snapshot taken when the query ran.
+//
+// The SOQL understood is the part Tandem uses:
+//
+//	SELECT field, … FROM Contact
+//	  [WHERE cond {AND cond} | cond {OR cond}]   (parentheses group; AND and OR need them to mix)
+//	  [ORDER BY field [ASC|DESC] {, field [ASC|DESC]}] [LIMIT n]
+//
+// where cond is field = value, field != value, field IN (value, …),
+// field NOT IN (…), field LIKE 'pattern%' or, on date fields, field < > <=
+// >= a datetime (2024-01-01T00:00:00Z), and Id < > <= >= an id (as text). Text comparisons ignore case, as
+// Salesforce's do; null matches an empty field. Anything else is a 400
+// MALFORMED_QUERY naming what this fake does not implement.
 
-// maxQueryLimit is the largest LIMIT the fake serves in one answer (it
-// never pages with nextRecordsUrl).
-const maxQueryLimit = 2000
+// queryBatch is Salesforce's default batch of query results.
+const queryBatch = 2000
 
-// query answers GET /services/data/vXX.X/query?q= (live contacts) and
-// /queryAll?q= (deleted and merged ones too, as the recycle bin keeps them)
-// for SELECT <fields> FROM Contact WHERE <SystemModstamp >= T | > T |
-// (SystemModstamp > T OR (SystemModstamp = T AND Id > 'id'))> ORDER BY
-// SystemModstamp, Id LIMIT n (n ≤ 2000): {totalSize, done: true, records}.
-// Any other query is a 400 MALFORMED_QUERY. SystemModstamp is
-// LastModifiedDate here.
-func (s *Server) query(r *http.Request, version string, all bool) response {
+// maxLocators bounds the query cursors the fake keeps (the oldest go first;
+// a request for a forgotten one is a 400 INVALID_QUERY_LOCATOR, as after
+// Salesforce's 15 minutes of inactivity).
+const maxLocators = 200
+
+// queryCursor is the rest of a query result.
+type queryCursor struct {
+	records []map[string]any
+	batch   int
+}
+
+// serveQuery routes /query and /queryAll (segs: services data vXX.X query[All] [locator]).
+func (s *Server) serveQuery(r *http.Request, segs []string) response {
 	if r.Method != http.MethodGet {
 		return methodNotAllowed(r.Method)
 	}
+	version := segs[2]
+	if len(segs) == 5 {
+		return s.moreResults(version, segs[4])
+	}
 	q := r.URL.Query().Get("q")
-	m := soqlShape.FindStringSubmatch(q)
-	if m == nil {
-		return errorResponse(http.StatusBadRequest, "MALFORMED_QUERY", "this fake answers only SELECT … FROM Contact WHERE SystemModstamp … ORDER BY SystemModstamp, Id LIMIT n")
+	if q == "" {
+		return errorResponse(http.StatusBadRequest, "MALFORMED_QUERY", "The query string is empty: send ?q=<SOQL>")
 	}
-	var fields []string
-	for _, f := range strings.Split(m[1], ",") {
-		name, ok := s.readable(strings.TrimSpace(f))
-		if !ok {
-			return errorResponse(http.StatusBadRequest, "INVALID_FIELD", fmt.Sprintf("No such column '%s' on entity 'Contact'.", strings.TrimSpace(f)))
+	parsed, err := s.parseSOQL(q)
+	if err != nil {
+		return errorResponse(http.StatusBadRequest, "MALFORMED_QUERY", err.Error())
+	}
+	batch := queryBatch
+	if opt := r.Header.Get("Sforce-Query-Options"); opt != "" {
+		for _, part := range strings.Split(opt, ",") {
+			k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+			if strings.EqualFold(k, "batchSize") {
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					return errorResponse(http.StatusBadRequest, "INVALID_QUERY_OPTIONS", "batchSize must be a number: "+v)
+				}
+				batch = min(max(n, 200), queryBatch)
+			}
 		}
-		fields = append(fields, name)
 	}
-	limit, err := strconv.Atoi(m[3])
-	if err != nil || limit <= 0 || limit > maxQueryLimit {
-		return errorResponse(http.StatusBadRequest, "MALFORMED_QUERY", "LIMIT must be 1-"+strconv.Itoa(maxQueryLimit))
-	}
-	match, bad := modstampFilter(strings.TrimSpace(m[2]))
-	if bad != "" {
-		return errorResponse(http.StatusBadRequest, "MALFORMED_QUERY", bad)
-	}
+	all := segs[3] == "queryAll"
+
 	s.mu.Lock()
-	var found []Contact
+	var matched []*Contact
 	for _, id := range s.order {
 		c := s.contacts[id]
-		if (all || !c.IsDeleted) && match(c.LastModifiedDate.UTC().Truncate(time.Second), c.ID) {
-			found = append(found, c.clone())
+		if (!c.IsDeleted || all) && parsed.where.eval(c) {
+			matched = append(matched, c)
+		}
+	}
+	if len(parsed.order) > 0 {
+		slices.SortStableFunc(matched, func(a, b *Contact) int {
+			for _, k := range parsed.order {
+				d := compareField(a, b, k.field)
+				if k.desc {
+					d = -d
+				}
+				if d != 0 {
+					return d
+				}
+			}
+			return 0
+		})
+	}
+	if parsed.limit >= 0 && len(matched) > parsed.limit {
+		matched = matched[:parsed.limit]
+	}
+	records := make([]map[string]any, len(matched))
+	for i, c := range matched {
+		records[i] = s.record(*c, version, parsed.fields)
+	}
+	cur := &queryCursor{records: records, batch: batch}
+	var locator string
+	if len(records) > batch {
+		locator = newID("01g")
+		if s.cursors == nil {
+			s.cursors = map[string]*queryCursor{}
+		}
+		s.cursors[locator] = cur
+		s.cursorOrder = append(s.cursorOrder, locator)
+		if len(s.cursorOrder) > maxLocators {
+			delete(s.cursors, s.cursorOrder[0])
+			s.cursorOrder = s.cursorOrder[1:]
 		}
 	}
 	s.mu.Unlock()
-	slices.SortFunc(found, func(a, b Contact) int {
-		return cmp.Or(a.LastModifiedDate.Compare(b.LastModifiedDate), strings.Compare(a.ID, b.ID))
-	})
-	if len(found) > limit {
-		found = found[:limit]
-	}
-	records := make([]map[string]any, 0, len(found))
-	for _, c := range found {
-		records = append(records, s.record(c, version, fields))
-	}
-	return jsonResponse(http.StatusOK, map[string]any{"totalSize": len(records), "done": true, "records": records})
+	return queryPage(version, locator, cur, 0)
 }
 
-// modstampFilter parses the WHERE clause of the query shape.
-func modstampFilter(where string) (func(t time.Time, id string) bool, string) {
-	parse := func(v string) (time.Time, bool) {
-		t, err := time.Parse(time.RFC3339, v)
-		return t.UTC(), err == nil
-	}
-	if m := soqlSince.FindStringSubmatch(where); m != nil {
-		t, ok := parse(m[2])
-		if !ok {
-			return nil, "bad datetime " + m[2]
-		}
-		if m[1] == ">" {
-			return func(at time.Time, _ string) bool { return at.After(t) }, ""
-		}
-		return func(at time.Time, _ string) bool { return !at.Before(t) }, ""
-	}
-	if m := soqlAfter.FindStringSubmatch(where); m != nil {
-		t, ok1 := parse(m[1])
-		t2, ok2 := parse(m[2])
-		if !ok1 || !ok2 || !t.Equal(t2) {
-			return nil, "bad datetimes " + m[1] + ", " + m[2]
-		}
-		return func(at time.Time, id string) bool { return at.After(t) || at.Equal(t) && id > m[3] }, ""
-	}
-	return nil, "unsupported WHERE clause: " + where
-}
-
-// UIMerge merges contact victim into master as a person would in
-// Salesforce: edit (if not nil) changes the master's fields (the values the
-// person kept), the master is saved (LastModifiedById Options.UIUserID, an
-// Outbound Message notification) and the victim goes to the recycle bin
-// with MasterRecordId set to the master (no notification unless
-// Options.NotifyDeletes). It returns the master, or an error wrapping
-// ErrNotFound if either is not a live contact.
-func (s *Server) UIMerge(masterID, victimID string, edit func(*Contact)) (Contact, error) {
-	mid, _ := normalizeID(masterID)
-	vid, _ := normalizeID(victimID)
+func (s *Server) moreResults(version, ref string) response {
+	locator, off, ok := strings.Cut(ref, "-")
+	offset, err := strconv.Atoi(off)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	master, ok := s.contacts[mid]
-	victim, ok2 := s.contacts[vid]
-	if !ok || !ok2 || master.IsDeleted || victim.IsDeleted || mid == vid {
-		return Contact{}, fmt.Errorf("merging contact %s into %s: %w", victimID, masterID, ErrNotFound)
+	cur := s.cursors[locator]
+	s.mu.Unlock()
+	if !ok || err != nil || cur == nil || offset < 0 || offset > len(cur.records) {
+		return errorResponse(http.StatusBadRequest, "INVALID_QUERY_LOCATOR", "invalid query locator")
 	}
-	upd := master.clone()
-	if edit != nil {
-		edit(&upd)
+	return queryPage(version, locator, cur, offset)
+}
+
+func queryPage(version, locator string, cur *queryCursor, offset int) response {
+	end := min(offset+cur.batch, len(cur.records))
+	body := map[string]any{
+		"totalSize": len(cur.records),
+		"done":      end == len(cur.records),
+		"records":   cur.records[offset:end],
 	}
-	upd.ID, upd.IsDeleted = master.ID, false
-	upd.CreatedDate, upd.CreatedByID = master.CreatedDate, master.CreatedByID
-	if err := s.checkUI(upd); err != nil {
-		return Contact{}, fmt.Errorf("merging contact %s into %s: %w", victimID, masterID, err)
+	if end < len(cur.records) {
+		body["nextRecordsUrl"] = fmt.Sprintf("%s%s/query/%s-%d", dataPrefix, version, locator, end)
 	}
-	upd.LastModifiedDate, upd.LastModifiedByID = s.stamp(), s.opts.UIUserID
-	*master = upd.clone()
-	s.out.enqueue(master.ID, false)
-	victim.MasterRecordID = master.ID
-	s.remove(victim, s.opts.UIUserID)
-	return upd, nil
+	return jsonResponse(http.StatusOK, body)
+}
+
+// soql is a parsed query.
+type soql struct {
+	fields []string
+	where  cond
+	order  []orderKey
+	limit  int // -1: none
+}
+
+// orderKey is one field of ORDER BY.
+type orderKey struct {
+	field string
+	desc  bool
+}
+
+// dateFields are compared as times.
+var dateFields = []string{"CreatedDate", "LastModifiedDate", "SystemModstamp"}
+
+func (s *Server) parseSOQL(q string) (soql, error) {
+	p := &soqlParser{toks: tokenize(q), s: s}
+	out := soql{limit: -1, where: always{}}
+	if !p.keyword("SELECT") {
+		return out, fmt.Errorf("unexpected token %q: a query starts with SELECT", p.peek())
+	}
+	for {
+		f, err := p.field()
+		if err != nil {
+			return out, err
+		}
+		out.fields = append(out.fields, f)
+		if !p.punct(",") {
+			break
+		}
+	}
+	if !p.keyword("FROM") {
+		return out, fmt.Errorf("unexpected token %q: expecting FROM", p.peek())
+	}
+	if obj := p.next(); !strings.EqualFold(obj, "Contact") {
+		return out, fmt.Errorf("sObject type '%s' is not supported by this fake (only Contact)", obj)
+	}
+	if p.keyword("WHERE") {
+		c, err := p.expr()
+		if err != nil {
+			return out, err
+		}
+		out.where = c
+	}
+	if p.keyword("ORDER") {
+		if !p.keyword("BY") {
+			return out, fmt.Errorf("unexpected token %q: expecting BY", p.peek())
+		}
+		for {
+			f, err := p.field()
+			if err != nil {
+				return out, err
+			}
+			k := orderKey{field: f}
+			if p.keyword("DESC") {
+				k.desc = true
+			} else {
+				p.keyword("ASC")
+			}
+			out.order = append(out.order, k)
+			if !p.punct(",") {
+				break
+			}
+		}
+	}
+	if p.keyword("LIMIT") {
+		n, err := strconv.Atoi(p.next())
+		if err != nil || n < 0 {
+			return out, fmt.Errorf("LIMIT must be a non-negative integer")
+		}
+		out.limit = n
+	}
+	if t := p.peek(); t != "" {
+		return out, fmt.Errorf("unexpected token %q (this fake implements SELECT … FROM Contact WHERE … ORDER BY … LIMIT …)", t)
+	}
+	return out, nil
+}
+
+// tokenize splits SOQL into words, quoted strings (kept with their quote),
+// and punctuation.
+func tokenize(q string) []string {
+	var toks []string
+	for i := 0; i < len(q); {
+		c := q[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			i++
+		case c == '\'':
+			j := i + 1
+			var b strings.Builder
+			b.WriteByte('\'')
+			for j < len(q) && q[j] != '\'' {
+				if q[j] == '\\' && j+1 < len(q) {
+					j++
+				}
+				b.WriteByte(q[j])
+				j++
+			}
+			toks = append(toks, b.String()) // unterminated: the parser sees no closing quote
+			i = j + 1
+		case strings.IndexByte("(),", c) >= 0:
+			toks = append(toks, string(c))
+			i++
+		case c == '!' || c == '<' || c == '>' || c == '=':
+			j := i + 1
+			if j < len(q) && q[j] == '=' {
+				j++
+			}
+			toks = append(toks, q[i:j])
+			i = j
+		default:
+			j := i
+			for j < len(q) && strings.IndexByte(" \t\n\r(),!<>='", q[j]) < 0 {
+				j++
+			}
+			toks = append(toks, q[i:j])
+			i = j
+		}
+	}
+	return toks
+}
+
+type soqlParser struct {
+	toks []string
+	s    *Server
+}
+
+func (p *soqlParser) peek() string {
+	if len(p.toks) == 0 {
+		return ""
+	}
+	return p.toks[0]
+}
+
+func (p *soqlParser) next() string {
+	t := p.peek()
+	if t != "" {
+		p.toks = p.toks[1:]
+	}
+	return t
+}
+
+func (p *soqlParser) keyword(k string) bool {
+	if strings.EqualFold(p.peek(), k) {
+		p.toks = p.toks[1:]
+		return true
+	}
+	return false
+}
+
+func (p *soqlParser) punct(s string) bool {
+	if p.peek() == s {
+		p.toks = p.toks[1:]
+		return true
+	}
+	return false
+}
+
+func (p *soqlParser) field() (string, error) {
+	name := p.next()
+	f, ok := p.s.readable(name)
+	if !ok {
+		return "", fmt.Errorf("No such column '%s' on entity 'Contact'", name)
+	}
+	return f, nil
+}
+
+// expr reads cond {AND cond} or cond {OR cond}.
+func (p *soqlParser) expr() (cond, error) {
+	first, err := p.term()
+	if err != nil {
+		return nil, err
+	}
+	terms := []cond{first}
+	joiner := ""
+	for {
+		var j string
+		switch {
+		case p.keyword("AND"):
+			j = "AND"
+		case p.keyword("OR"):
+			j = "OR"
+		default:
+			if joiner == "OR" {
+				return anyOf(terms), nil
+			}
+			return allOf(terms), nil
+		}
+		if joiner != "" && joiner != j {
+			return nil, fmt.Errorf("unexpected token '%s': AND and OR cannot be mixed without parentheses", j)
+		}
+		joiner = j
+		t, err := p.term()
+		if err != nil {
+			return nil, err
+		}
+		terms = append(terms, t)
+	}
+}
+
+func (p *soqlParser) term() (cond, error) {
+	if p.punct("(") {
+		c, err := p.expr()
+		if err != nil {
+			return nil, err
+		}
+		if !p.punct(")") {
+			return nil, fmt.Errorf("unexpected token %q: expecting ')'", p.peek())
+		}
+		return c, nil
+	}
+	if p.keyword("NOT") {
+		c, err := p.term()
+		if err != nil {
+			return nil, err
+		}
+		return not{c}, nil
+	}
+	f, err := p.field()
+	if err != nil {
+		return nil, err
+	}
+	op := p.next()
+	switch strings.ToUpper(op) {
+	case "=", "!=", "<", ">", "<=", ">=", "LIKE":
+		v, err := p.value(f)
+		if err != nil {
+			return nil, err
+		}
+		if op != "=" && op != "!=" && strings.ToUpper(op) != "LIKE" && !slices.Contains(dateFields, f) && f != "Id" {
+			return nil, fmt.Errorf("this fake compares with %s only date fields (%s) and Id", op, strings.Join(dateFields, ", "))
+		}
+		return compare{field: f, op: strings.ToUpper(op), value: v}, nil
+	case "NOT", "IN":
+		negate := strings.ToUpper(op) == "NOT"
+		if negate && !p.keyword("IN") {
+			return nil, fmt.Errorf("unexpected token %q: expecting IN", p.peek())
+		}
+		if !p.punct("(") {
+			return nil, fmt.Errorf("unexpected token %q: expecting '('", p.peek())
+		}
+		var vals []string
+		for {
+			v, err := p.value(f)
+			if err != nil {
+				return nil, err
+			}
+			vals = append(vals, v)
+			if p.punct(")") {
+				break
+			}
+			if !p.punct(",") {
+				return nil, fmt.Errorf("unexpected token %q: expecting ',' or ')'", p.peek())
+			}
+		}
+		var c cond = in{field: f, values: vals}
+		if negate {
+			c = not{c}
+		}
+		return c, nil
+	}
+	return nil, fmt.Errorf("unexpected token %q: this fake implements = != < > <= >= LIKE IN NOT IN", op)
+}
+
+// value reads a literal: a quoted string, null, a boolean, or (for a date
+// field) a datetime.
+func (p *soqlParser) value(field string) (string, error) {
+	t := p.next()
+	switch {
+	case strings.HasPrefix(t, "'") && slices.Contains(dateFields, field):
+		return "", fmt.Errorf("value of filter criterion for field '%s' must be of type dateTime and should not be enclosed in quotes", field)
+	case strings.HasPrefix(t, "'"):
+		return t[1:], nil
+	case strings.EqualFold(t, "null"):
+		return "", nil
+	case strings.EqualFold(t, "true"), strings.EqualFold(t, "false"):
+		return strings.ToLower(t), nil
+	case slices.Contains(dateFields, field):
+		if _, err := parseDateTime(t); err != nil {
+			return "", fmt.Errorf("value of filter criterion for field '%s' must be of type dateTime and should not be enclosed in quotes: %s", field, t)
+		}
+		return t, nil
+	}
+	return "", fmt.Errorf("unexpected token %q: expecting a quoted string, null, true or false", t)
+}
+
+func parseDateTime(v string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.000-0700", "2006-01-02T15:04:05-0700"} {
+		if t, err := time.Parse(layout, v); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("not a datetime: %s", v)
+}
+
+// cond is a WHERE condition.
+type cond interface{ eval(c *Contact) bool }
+
+type always struct{}
+
+func (always) eval(*Contact) bool { return true }
+
+type allOf []cond
+
+func (a allOf) eval(c *Contact) bool {
+	for _, x := range a {
+		if !x.eval(c) {
+			return false
+		}
+	}
+	return true
+}
+
+type anyOf []cond
+
+func (a anyOf) eval(c *Contact) bool {
+	for _, x := range a {
+		if x.eval(c) {
+			return true
+		}
+	}
+	return false
+}
+
+type not struct{ c cond }
+
+func (n not) eval(c *Contact) bool { return !n.c.eval(c) }
+
+type in struct {
+	field  string
+	values []string
+}
+
+func (i in) eval(c *Contact) bool {
+	for _, v := range i.values {
+		if (compare{field: i.field, op: "=", value: v}).eval(c) {
+			return true
+		}
+	}
+	return false
+}
+
+type compare struct {
+	field, op, value string
+}
+
+func (x compare) eval(c *Contact) bool {
+	if slices.Contains(dateFields, x.field) && x.value != "" {
+		want, _ := parseDateTime(x.value)
+		have := fieldTime(c, x.field)
+		switch x.op {
+		case "=":
+			return have.Equal(want)
+		case "!=":
+			return !have.Equal(want)
+		case "<":
+			return have.Before(want)
+		case ">":
+			return have.After(want)
+		case "<=":
+			return !have.After(want)
+		case ">=":
+			return !have.Before(want)
+		}
+		return false
+	}
+	have := fieldText(c, x.field)
+	switch x.op {
+	case "=":
+		return textEqual(x.field, have, x.value)
+	case "!=":
+		return !textEqual(x.field, have, x.value)
+	case "LIKE":
+		return like(strings.ToLower(have), strings.ToLower(x.value))
+	case "<", ">", "<=", ">=": // Id: record ids order as text
+		d := strings.Compare(have, x.value)
+		return x.op == "<" && d < 0 || x.op == ">" && d > 0 || x.op == "<=" && d <= 0 || x.op == ">=" && d >= 0
+	}
+	return false
+}
+
+func textEqual(field, a, b string) bool {
+	if field == "Id" || field == "CreatedById" || field == "LastModifiedById" {
+		return a == b || sameID(a, b)
+	}
+	return strings.EqualFold(a, b)
+}
+
+// like matches SOQL's LIKE: % any run, _ one character.
+func like(s, pattern string) bool {
+	if pattern == "" {
+		return s == ""
+	}
+	switch pattern[0] {
+	case '%':
+		for i := 0; i <= len(s); i++ {
+			if like(s[i:], pattern[1:]) {
+				return true
+			}
+		}
+		return false
+	case '_':
+		return s != "" && like(s[1:], pattern[1:])
+	}
+	return s != "" && s[0] == pattern[0] && like(s[1:], pattern[1:])
+}
+
+func fieldTime(c *Contact, field string) time.Time {
+	if field == "CreatedDate" {
+		return c.CreatedDate
+	}
+	return c.LastModifiedDate
+}
+
+func fieldText(c *Contact, field string) string {
+	switch field {
+	case "Id":
+		return c.ID
+	case "IsDeleted":
+		return strconv.FormatBool(c.IsDeleted)
+	case "Name":
+		return c.Name()
+	case "CreatedById":
+		return c.CreatedByID
+	case "LastModifiedById":
+		return c.LastModifiedByID
+	}
+	return c.get(field)
+}
+
+func compareField(a, b *Contact, field string) int {
+	if slices.Contains(dateFields, field) {
+		return fieldTime(a, field).Compare(fieldTime(b, field))
+	}
+	return strings.Compare(fieldText(a, field), fieldText(b, field))
 }

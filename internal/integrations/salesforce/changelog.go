@@ -84,7 +84,7 @@ func (a *Adapter) ReadChanges(ctx context.Context, cursor string) (integrations.
 	soql := "SELECT " + strings.Join(fields, ", ") + " FROM Contact WHERE " + where +
 		" ORDER BY SystemModstamp, Id LIMIT " + strconv.Itoa(ChangePageSize)
 	root := strings.TrimSuffix(a.base, "/sobjects/Contact")
-	r, err := a.doURL(ctx, http.MethodGet, root+"/queryAll?q="+url.QueryEscape(soql), nil)
+	r, err := a.doURL(ctx, http.MethodGet, root+"/queryAll?q="+url.QueryEscape(soql), nil, maxAnswerBytes, nil)
 	if err == nil {
 		err = classify(r)
 	}
