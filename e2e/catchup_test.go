@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-sync/tandem/internal/fakes/salesforcefake"
 	"github.com/tandem-sync/tandem/internal/testutil"
 )
 
@@ -225,5 +226,54 @@ func TestCatchupResumesAfterAFailedRound(t *testing.T) {
 		return ready["catchup"] == "ok"
 	}); err != nil {
 		t.Errorf("/readyz still reports catch-up failing: %v", err)
+	}
+}
+
+// TestCatchupSalesforceDeletesAndSilentChanges: with Outbound Messages off,
+// a contact changed in Salesforce is applied and a contact deleted there
+// (which no Outbound Message ever reports) deletes its user, each through
+// catch-up, one version each, nothing announced.
+func TestCatchupSalesforceDeletesAndSilentChanges(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e: builds and runs the binaries")
+	}
+	t.Parallel()
+	s := newSystem(t, options{salesforce: true, env: []string{"TANDEM_CATCHUP_INTERVAL=" + catchupInterval.String()}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := s.createUser(t, ctx, "grace@example.com", "Grace Hopper")
+	b := s.createUser(t, ctx, "alan@example.com", "Alan Turing")
+	s.awaitBothSynced(t, ctx, a.ID, 1)
+	s.awaitBothSynced(t, ctx, b.ID, 1)
+	if err := s.sf.WaitDelivered(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ca, cb := s.contact(t, a.ID), s.contact(t, b.ID)
+	outbox := s.outboxRows(t)
+
+	s.sf.SetOutboundEndpoint("", "") // Outbound Messages off
+	if _, err := s.sf.UIUpdate(ca.ID, func(c *salesforcefake.Contact) { c.LastName = "Murray" }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.sf.UIDelete(cb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFor(ctx, 50*time.Millisecond, func() bool {
+		u, _, err := s.client.getUser(ctx, a.ID)
+		_, deleted, derr := s.userRow(ctx, b.ID)
+		return err == nil && u.Name == "Grace Murray" && derr == nil && deleted
+	}); err != nil {
+		t.Fatalf("the Salesforce changes were never caught up: %v", err)
+	}
+	for _, id := range []string{a.ID, b.ID} {
+		if v, _, err := s.userRow(ctx, id); err != nil || v != 2 {
+			t.Errorf("user %s: version %d (%v), want 2", id, v, err)
+		}
+	}
+	if got := s.outboxRows(t); got != outbox {
+		t.Errorf("outbox rows %d → %d: an inbound change was announced", outbox, got)
+	}
+	if !strings.Contains(s.webhook.out.String(), `"event_type":"contact.deleted"`) {
+		t.Error("the deletion was not logged as found by catch-up")
 	}
 }

@@ -5,6 +5,10 @@
 # STRIPE_SECRET_KEY is set, the local Stripe sandbox (bin/sandbox) that the
 # stripe worker and webhook are pointed at. With a STRIPE_SECRET_KEY the
 # stripe worker talks to real Stripe, and STRIPE_WEBHOOK_SECRET must be set.
+# Likewise, when Salesforce is enabled and no SALESFORCE_INSTANCE_URL is set,
+# it starts the local Salesforce sandbox (bin/sfsandbox, UI at
+# http://127.0.0.1:12112/_sandbox/; TANDEM_SF_SANDBOX_ADDR moves it) and
+# points the salesforce worker and webhook at it.
 #
 # Called by `make run` after the services are up and bin/ is built. Every
 # setting of configs/tandem.yaml can be overridden from the environment;
@@ -32,7 +36,7 @@ dev_token=dev-token-local-only
 sandbox_secret=whsec_sandbox_local_only
 
 if [ -z "$dry" ]; then
-  for b in api webhook worker sandbox; do
+  for b in api webhook worker sandbox sfsandbox; do
     [ -x "bin/$b" ] || die "bin/$b is missing: run 'make build' (or 'make run')"
   done
 fi
@@ -80,14 +84,33 @@ if [ -n "$stripe" ]; then
   fi
 fi
 
+sfsandbox=
+salesforce=
+for p in "${providers[@]}"; do [ "$p" = salesforce ] && salesforce=1; done
+sf_secret=sf-sandbox-local-only
+if [ -n "$salesforce" ] && [ -z "${SALESFORCE_INSTANCE_URL:-}" ]; then
+  sfsandbox=${TANDEM_SF_SANDBOX_ADDR:-127.0.0.1:12112}
+  export TANDEM_SF_SANDBOX_ADDR=$sfsandbox
+  export SALESFORCE_INSTANCE_URL="http://$sfsandbox"
+  export SALESFORCE_TOKEN_URL="http://$sfsandbox/services/oauth2/token"
+  # The sandbox's published development credentials (internal/fakes/salesforcefake).
+  export SALESFORCE_CLIENT_ID=3MVG9fake.tandem.client.id
+  export SALESFORCE_CLIENT_SECRET=fake-client-secret-0123456789
+  export SALESFORCE_ORG_ID=00D5g00000TndmQEAR
+  export SALESFORCE_INTEGRATION_USER_ID=0055g00000TndmIAAR
+  export SALESFORCE_METADATA_FIELD=${SALESFORCE_METADATA_FIELD:-Tandem_Metadata__c}
+  export SALESFORCE_WEBHOOK_SECRET=${SALESFORCE_WEBHOOK_SECRET:-$sf_secret}
+  export TANDEM_SF_SANDBOX_WEBHOOK_URL="http://127.0.0.1:$webhook_port/webhook/salesforce"
+fi
+
 # shown: a value for the dry run: itself when run.sh chose it (or it is not a
 # secret), "(yours)" for a secret the operator set, "(unset)".
 shown() { # name
   local v=${!1:-}
   case "$1" in
-    TANDEM_API_TOKENS|STRIPE_WEBHOOK_SECRET|STRIPE_SECRET_KEY)
+    TANDEM_API_TOKENS|STRIPE_WEBHOOK_SECRET|STRIPE_SECRET_KEY|SALESFORCE_WEBHOOK_SECRET|SALESFORCE_CLIENT_SECRET)
       case "$v" in
-        ''|"$dev_token"|"$sandbox_secret"|sk_test_sandbox) ;;
+        ''|"$dev_token"|"$sandbox_secret"|sk_test_sandbox|"$sf_secret"|fake-client-secret-0123456789) ;;
         *) v='(yours)' ;;
       esac ;;
   esac
@@ -101,7 +124,7 @@ start() { # name command...
   if [ -n "$dry" ]; then
     local k line="$name:"
     for k in TANDEM_API_ADDR TANDEM_WEBHOOK_ADDR TANDEM_WORKER_ADDR TANDEM_SANDBOX_ADDR TANDEM_API_TOKENS \
-      STRIPE_SECRET_KEY STRIPE_WEBHOOK_SECRET STRIPE_API_BASE; do
+      STRIPE_SECRET_KEY STRIPE_WEBHOOK_SECRET STRIPE_API_BASE SALESFORCE_INSTANCE_URL SALESFORCE_WEBHOOK_SECRET; do
       line+=" $k=$(shown "$k")"
     done
     printf '%s\n' "$line"
@@ -126,7 +149,7 @@ stop() { # exit status
   # TANDEM_SHUTDOWN_TIMEOUT), then the sandbox they may still be calling.
   local i tandem=() last=()
   for i in "${!pids[@]}"; do
-    if [ "${names[$i]}" = sandbox ]; then last+=("${pids[$i]}"); else tandem+=("${pids[$i]}"); fi
+    if [ "${names[$i]}" = sandbox ] || [ "${names[$i]}" = sfsandbox ]; then last+=("${pids[$i]}"); else tandem+=("${pids[$i]}"); fi
   done
   [ "${#tandem[@]}" -gt 0 ] && { kill -TERM "${tandem[@]}" 2>/dev/null; wait "${tandem[@]}" 2>/dev/null; }
   [ "${#last[@]}" -gt 0 ] && { kill -TERM "${last[@]}" 2>/dev/null; wait "${last[@]}" 2>/dev/null; }
@@ -163,6 +186,11 @@ if [ -n "$sandbox" ]; then
   wait_up sandbox "http://$sandbox/_sandbox/customers" 10
 fi
 
+if [ -n "$sfsandbox" ]; then
+  start sfsandbox bin/sfsandbox
+  wait_up sfsandbox "http://$sfsandbox/_sandbox/contacts" 10
+fi
+
 # The api migrates the schema: start it first.
 start api bin/api
 wait_up api "$(local_url "$api_addr")/readyz" 60
@@ -194,6 +222,9 @@ if [ -n "$sandbox" ]; then
   log "Stripe     local sandbox: dashboard http://$sandbox/_sandbox/ (JSON: GET /_sandbox/customers)"
 elif [ -n "$stripe" ]; then
   log "Stripe     the real Stripe API with your STRIPE_SECRET_KEY; forward its webhooks to $(local_url "$webhook_addr")/webhook/stripe"
+fi
+if [ -n "$sfsandbox" ]; then
+  log "Salesforce local sandbox: UI http://$sfsandbox/_sandbox/ (JSON: GET /_sandbox/contacts)"
 fi
 log "Ctrl-C stops everything"
 printf '\n'

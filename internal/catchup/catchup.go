@@ -36,7 +36,9 @@
 // tandem_catchup_cursor_age_seconds{provider} (now − the time the log is
 // read through), tandem_catchup_gap{provider} (1 while a gap is recorded).
 // A change that catch-up applied first (its webhook was lost, or had not
-// arrived yet) is logged at warning level, naming the event.
+// arrived yet) and that changed a user or a link (or needs an operator) is
+// logged at warning level, naming the event; the rest (echoes of Tandem's
+// own writes, stale or unchanged states) at debug level.
 package catchup
 
 import (
@@ -261,6 +263,8 @@ func (r *Runner) catchUp(ctx context.Context, s Source, rep *Report) error {
 			cur = next
 		}
 		r.setCursor(cur)
+		log.Debug("catch-up page", "events", len(page.Events), "skipped", len(page.Skipped), "requests", page.Requests,
+			"more", page.More, "cursor", page.Next)
 		if !page.More {
 			break
 		}
@@ -352,10 +356,12 @@ func (r *Runner) apply(ctx context.Context, s Source, evs []integrations.Inbound
 					}
 					r.count(s.Name, string(res.Outcome), rep)
 					mu.Unlock()
-					if res.Outcome != store.InboundDuplicate {
-						log.Warn("inbound change applied by catch-up before any webhook: its webhook was lost or late",
-							"event_id", ev.ID, "event_type", ev.RawType, "remote_id", ev.RemoteID,
-							"outcome", string(res.Outcome), "user_id", res.UserID, "version", res.Version, "detail", res.Detail)
+					attrs := []any{"event_id", ev.ID, "event_type", ev.RawType, "remote_id", ev.RemoteID,
+						"outcome", string(res.Outcome), "user_id", res.UserID, "version", res.Version, "detail", res.Detail}
+					if changedSomething(res.Outcome) {
+						log.Warn("inbound change applied by catch-up before any webhook: its webhook was lost or late", attrs...)
+					} else {
+						log.Debug("inbound event read by catch-up", attrs...)
 					}
 				}
 			}
@@ -376,6 +382,17 @@ func (r *Runner) apply(ctx context.Context, s Source, evs []integrations.Inbound
 		return err
 	}
 	return nil
+}
+
+// changedSomething reports the outcomes that changed a user or a link, or
+// need an operator: a webhook that should have brought them was lost.
+func changedSomething(o store.InboundOutcome) bool {
+	switch o {
+	case store.InboundApplied, store.InboundCreated, store.InboundLinked, store.InboundDeleted, store.InboundRelinked,
+		store.InboundConflict, store.InboundInvalid:
+		return true
+	}
+	return false
 }
 
 func (r *Runner) count(provider, outcome string, rep *Report) {

@@ -89,6 +89,10 @@ type InboundEvent struct {
 	// the user's metadata. false (the zero value) means Customer.Metadata
 	// is the object's whole metadata and replaces the user's.
 	WithoutMetadata bool
+	// MergedInto, for an InboundDeleted event, is the remote object this
+	// one was merged into (Salesforce: MasterRecordId): the user is
+	// relinked to it instead of deleted. "" for a plain deletion.
+	MergedInto string
 	// Echo reports that a request Tandem sent caused the event (its
 	// idempotency key starts with KeyPrefix, or the provider says so
 	// another way): the webhook records it and applies nothing.

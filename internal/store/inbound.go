@@ -59,6 +59,10 @@ const (
 	InboundIgnoredUnknown InboundOutcome = "ignored_unknown"
 	// InboundIgnoredDeleted: the user or its link is already deleted.
 	InboundIgnoredDeleted InboundOutcome = "ignored_deleted"
+	// InboundRelinked: the remote object was merged into another
+	// (InboundChange.MergedInto): the user's link now names the survivor,
+	// and the user is pushed over it.
+	InboundRelinked InboundOutcome = "relinked"
 )
 
 // InboundPushMargin bounds the clock difference between a provider and
@@ -151,6 +155,10 @@ type InboundChange struct {
 	UserID     string    // the Tandem user id the object is tagged with, "" if none
 	OccurredAt time.Time // the provider's time of the change
 	Echo       bool      // a request of Tandem's caused the event
+	// MergedInto, with Deleted, is the remote object this one was merged
+	// into: the user's link moves to it (InboundRelinked) instead of the
+	// user being deleted.
+	MergedInto string
 	State      RemoteState
 	Payload    []byte // the raw event, kept when it ends in conflict or invalid
 	// NoCreate turns off making users of unknown remote objects
@@ -385,6 +393,8 @@ func checkChange(provider string, ev InboundChange) error {
 		return fmt.Errorf("applying %s event %s: the remote id must be 1-%d printable ASCII bytes", provider, ev.EventID, maxRemoteIDBytes)
 	case ev.OccurredAt.IsZero():
 		return fmt.Errorf("applying %s event %s: no time of occurrence", provider, ev.EventID)
+	case ev.MergedInto != "" && (!ev.Deleted || len(ev.MergedInto) > maxRemoteIDBytes || !printableASCII(ev.MergedInto) || ev.MergedInto == ev.RemoteID):
+		return fmt.Errorf("applying %s event %s: a merge is the deletion of one object into another (1-%d printable ASCII bytes)", provider, ev.EventID, maxRemoteIDBytes)
 	}
 	return nil
 }

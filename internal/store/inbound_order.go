@@ -51,6 +51,9 @@ func (t *inboundTx) known(l Link, cur *User, claimed bool) error {
 		}
 		return t.outcome(InboundIgnoredDeleted, l.UserID, "the user is deleted")
 	}
+	if ev.Deleted && ev.MergedInto != "" {
+		return t.merged(l, *cur, set)
+	}
 	if ev.Deleted {
 		// A deletion is final, whatever the order of events.
 		del := *cur

@@ -36,6 +36,10 @@
 // transaction, in the order the receiver returns them; the success answer
 // is sent only once every one of them is committed.
 //
+// Apply is that path for one event; package catchup applies the changes it
+// reads from the providers' own change logs with it too, so both are
+// de-duplicated against each other.
+//
 // Metrics: tandem_webhook_events_total{provider, kind, outcome} (outcome
 // "unhandled" for event types the receiver ignores, "error" for failures),
 // tandem_webhook_rejected_total{provider, reason} (unverified,
@@ -315,6 +319,7 @@ func change(ev integrations.InboundEvent) store.InboundChange {
 		UserID:     ev.UserID,
 		OccurredAt: ev.OccurredAt,
 		Echo:       ev.Echo,
+		MergedInto: ev.MergedInto,
 		State:      stateOf(ev.Customer, ev.WithoutMetadata),
 		Payload:    ev.Raw,
 	}

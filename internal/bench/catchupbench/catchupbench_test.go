@@ -19,7 +19,7 @@ func TestBench(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	o := catchupbench.Options{Events: 600, Customers: 200, Concurrency: 8}
+	o := catchupbench.Options{Events: 200, Customers: 50, Concurrency: 8}
 	if n, err := strconv.Atoi(os.Getenv("TANDEM_CATCHUP_BENCH")); err == nil {
 		o = catchupbench.Options{Events: n}
 	}

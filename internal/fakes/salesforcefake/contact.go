@@ -29,7 +29,10 @@ type Contact struct {
 	// Custom holds the custom fields of Options.CustomFields that are set.
 	Custom map[string]string
 
-	IsDeleted        bool // in the recycle bin
+	IsDeleted bool // in the recycle bin
+	// MasterRecordID is, for a contact deleted by a merge (UIMerge), the
+	// contact it was merged into; "" otherwise.
+	MasterRecordID   string
 	CreatedDate      time.Time
 	CreatedByID      string
 	LastModifiedDate time.Time
@@ -58,7 +61,7 @@ const (
 // readOnlyFields are Contact fields that exist but cannot be written.
 var readOnlyFields = []string{
 	"Id", "IsDeleted", "Name", "CreatedDate", "CreatedById", "LastModifiedDate",
-	"LastModifiedById", "SystemModstamp",
+	"LastModifiedById", "SystemModstamp", "MasterRecordId",
 }
 
 // writable returns the canonical name and length limit of a writable field
@@ -228,6 +231,7 @@ func (s *Server) record(c Contact, version string, fields []string) map[string]a
 		"LastModifiedDate": c.LastModifiedDate.UTC().Format(restTimeLayout),
 		"LastModifiedById": c.LastModifiedByID,
 		"SystemModstamp":   c.LastModifiedDate.UTC().Format(restTimeLayout),
+		"MasterRecordId":   nullable(c.MasterRecordID),
 	}
 	for _, f := range s.opts.CustomFields {
 		all[f] = nullable(c.Custom[f])

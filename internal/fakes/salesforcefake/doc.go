@@ -43,7 +43,9 @@
 //
 // It also answers SOQL queries of Contacts (GET …/query?q= and
 // …/queryAll?q=, paged with nextRecordsUrl; see query.go for the part of
-// SOQL understood), which listing and matching need.
+// SOQL understood), which listing and matching need, and the catch-up's
+// contacts changed since a SystemModstamp (queryAll also returns deleted
+// contacts, and those merged into another by UIMerge, with MasterRecordId).
 //
 // Only the token endpoint, /services/data/vXX.X/sobjects/Contact/... and
 // the query resources exist; everything else answers 404 NOT_FOUND like an

@@ -21,11 +21,11 @@ import (
 //
 //	SELECT field, … FROM Contact
 //	  [WHERE cond {AND cond} | cond {OR cond}]   (parentheses group; AND and OR need them to mix)
-//	  [ORDER BY field [ASC|DESC]] [LIMIT n]
+//	  [ORDER BY field [ASC|DESC] {, field [ASC|DESC]}] [LIMIT n]
 //
 // where cond is field = value, field != value, field IN (value, …),
 // field NOT IN (…), field LIKE 'pattern%' or, on date fields, field < > <=
-// >= a datetime (2024-01-01T00:00:00Z). Text comparisons ignore case, as
+// >= a datetime (2024-01-01T00:00:00Z), and Id < > <= >= an id (as text). Text comparisons ignore case, as
 // Salesforce's do; null matches an empty field. Anything else is a 400
 // MALFORMED_QUERY naming what this fake does not implement.
 
@@ -83,13 +83,18 @@ func (s *Server) serveQuery(r *http.Request, segs []string) response {
 			matched = append(matched, c)
 		}
 	}
-	if parsed.orderBy != "" {
+	if len(parsed.order) > 0 {
 		slices.SortStableFunc(matched, func(a, b *Contact) int {
-			d := compareField(a, b, parsed.orderBy)
-			if parsed.desc {
-				d = -d
+			for _, k := range parsed.order {
+				d := compareField(a, b, k.field)
+				if k.desc {
+					d = -d
+				}
+				if d != 0 {
+					return d
+				}
 			}
-			return d
+			return 0
 		})
 	}
 	if parsed.limit >= 0 && len(matched) > parsed.limit {
@@ -144,11 +149,16 @@ func queryPage(version, locator string, cur *queryCursor, offset int) response {
 
 // soql is a parsed query.
 type soql struct {
-	fields  []string
-	where   cond
-	orderBy string
-	desc    bool
-	limit   int // -1: none
+	fields []string
+	where  cond
+	order  []orderKey
+	limit  int // -1: none
+}
+
+// orderKey is one field of ORDER BY.
+type orderKey struct {
+	field string
+	desc  bool
 }
 
 // dateFields are compared as times.
@@ -187,15 +197,21 @@ func (s *Server) parseSOQL(q string) (soql, error) {
 		if !p.keyword("BY") {
 			return out, fmt.Errorf("unexpected token %q: expecting BY", p.peek())
 		}
-		f, err := p.field()
-		if err != nil {
-			return out, err
-		}
-		out.orderBy = f
-		if p.keyword("DESC") {
-			out.desc = true
-		} else {
-			p.keyword("ASC")
+		for {
+			f, err := p.field()
+			if err != nil {
+				return out, err
+			}
+			k := orderKey{field: f}
+			if p.keyword("DESC") {
+				k.desc = true
+			} else {
+				p.keyword("ASC")
+			}
+			out.order = append(out.order, k)
+			if !p.punct(",") {
+				break
+			}
 		}
 	}
 	if p.keyword("LIMIT") {
@@ -362,8 +378,8 @@ func (p *soqlParser) term() (cond, error) {
 		if err != nil {
 			return nil, err
 		}
-		if op != "=" && op != "!=" && strings.ToUpper(op) != "LIKE" && !slices.Contains(dateFields, f) {
-			return nil, fmt.Errorf("this fake compares with %s only date fields (%s)", op, strings.Join(dateFields, ", "))
+		if op != "=" && op != "!=" && strings.ToUpper(op) != "LIKE" && !slices.Contains(dateFields, f) && f != "Id" {
+			return nil, fmt.Errorf("this fake compares with %s only date fields (%s) and Id", op, strings.Join(dateFields, ", "))
 		}
 		return compare{field: f, op: strings.ToUpper(op), value: v}, nil
 	case "NOT", "IN":
@@ -507,6 +523,9 @@ func (x compare) eval(c *Contact) bool {
 		return !textEqual(x.field, have, x.value)
 	case "LIKE":
 		return like(strings.ToLower(have), strings.ToLower(x.value))
+	case "<", ">", "<=", ">=": // Id: record ids order as text
+		d := strings.Compare(have, x.value)
+		return x.op == "<" && d < 0 || x.op == ">" && d > 0 || x.op == "<=" && d <= 0 || x.op == ">=" && d >= 0
 	}
 	return false
 }

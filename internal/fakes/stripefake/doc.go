@@ -22,8 +22,10 @@
 //   - customer search (GET /v1/customers/search) by email and metadata,
 //     with an optional index lag (SetSearchLag), besides the customer
 //     list's own email filter and pagination;
-//   - webhook delivery with retries, duplicates, reordering, pausing and a
-//     way to wait until every event has been delivered (WaitDelivered).
+//   - webhook delivery with retries, duplicates, reordering, pausing, lost
+//     deliveries (SetDropDeliveries: the events are still listed by GET
+//     /v1/events) and a way to wait until every event has been delivered
+//     (WaitDelivered).
 //
 // Starting it in a test:
 //
