@@ -140,7 +140,7 @@ func Processes(ctx context.Context, o ProcessesOptions) ([]Row, error) {
 	return []Row{e2e, edits, rss}, nil
 }
 
-// BuildCommands builds cmd/api, cmd/webhook and cmd/worker of the module
+// BuildCommands builds cmd/api, cmd/webhook, cmd/worker and cmd/tandemctl of the module
 // the current directory is in, into a new temporary directory (the caller
 // removes it). The e2e tests use it too.
 func BuildCommands(ctx context.Context) (string, error) {
@@ -152,7 +152,7 @@ func BuildCommands(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(filepath.Separator), "./cmd/api", "./cmd/webhook", "./cmd/worker")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(filepath.Separator), "./cmd/api", "./cmd/webhook", "./cmd/worker", "./cmd/tandemctl")
 	cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
 	if b, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)

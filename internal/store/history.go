@@ -259,7 +259,8 @@ func (s *Store) History(ctx context.Context, userID string, q HistoryQuery) ([]H
 	s.FlushHistory(ctx)
 	db := s.db.WithContext(ctx).Table("sync_history").Where("user_id = ?", userID)
 	if !q.BeforeAt.IsZero() {
-		db = db.Where("at < ? OR (at = ? AND id < ?)", q.BeforeAt.UTC(), q.BeforeAt.UTC(), q.BeforeID)
+		db = s.db.WithContext(ctx).Table("sync_history").Where("user_id = ? AND (at < ? OR (at = ? AND id < ?))",
+			userID, q.BeforeAt.UTC(), q.BeforeAt.UTC(), q.BeforeID)
 	}
 	var rows []historyRow
 	if err := db.Order("at DESC, id DESC").Limit(q.Limit + 1).Find(&rows).Error; err != nil {

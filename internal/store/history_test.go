@@ -33,6 +33,8 @@ func TestHistoryRecordsChangesPushesAndResyncs(t *testing.T) {
 	})
 	require.Error(t, err)
 	require.NoError(t, st.Resync(ctx, u.ID, "stripe"))
+	_, err = st.CreateUser(ctx, store.NewUser{Email: "someone-else@example.com", Name: "Other"}, nil)
+	require.NoError(t, err) // another user's history stays out of this one's pages
 
 	h, more, err := st.History(ctx, u.ID, store.HistoryQuery{Limit: 10})
 	require.NoError(t, err)
