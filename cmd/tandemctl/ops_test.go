@@ -18,20 +18,20 @@ import (
 	"github.com/tandem-sync/tandem/internal/testutil"
 )
 
-// ctl runs tandemctl against the test's database and vhost.
-type ctl struct {
+// opsCtl runs tandemctl against the test's database and vhost.
+type opsCtl struct {
 	t       *testing.T
 	environ []string
 }
 
-func (c ctl) run(args ...string) (int, string, string) {
+func (c opsCtl) run(args ...string) (int, string, string) {
 	c.t.Helper()
 	var out, errb bytes.Buffer
 	code := run(context.Background(), args, c.environ, strings.NewReader(""), &out, &errb)
 	return code, out.String(), errb.String()
 }
 
-func (c ctl) json(v any, args ...string) {
+func (c opsCtl) json(v any, args ...string) {
 	c.t.Helper()
 	code, out, errs := c.run(append([]string{args[0], "-json"}, args[1:]...)...)
 	require.Equal(c.t, exitOK, code, "tandemctl %v: %s", args, errs)
@@ -51,7 +51,7 @@ func TestStatusDLQAndResync(t *testing.T) {
 	ch, err := conn.Channel()
 	require.NoError(t, err)
 	require.NoError(t, broker.DeclareTopology(ch, []string{"stripe"}))
-	c := ctl{t: t, environ: []string{"TANDEM_CONFIG=", "TANDEM_MYSQL_DSN=" + dsn, "TANDEM_AMQP_URL=" + amqpURL, "TANDEM_PROVIDERS=stripe"}}
+	c := opsCtl{t: t, environ: []string{"TANDEM_CONFIG=", "TANDEM_MYSQL_DSN=" + dsn, "TANDEM_AMQP_URL=" + amqpURL, "TANDEM_PROVIDERS=stripe"}}
 
 	failed, err := st.CreateUser(ctx, store.NewUser{Email: "f@example.com", Name: "F"}, nil)
 	require.NoError(t, err)

@@ -48,7 +48,8 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	finder, _ := p.(integrations.Finder) // decorators hide it
+	finder, _ := p.(integrations.Finder) // decorators hide them
+	matcher, _ := p.(integrations.Matcher)
 	measure, err := instrument.Metrics(reg)
 	if err != nil {
 		return err
@@ -81,7 +82,7 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	w, err := worker.New(p, st, conn, pub, worker.Config{
 		Prefetch: cfg.Worker.Prefetch, Concurrency: cfg.Worker.Concurrency,
 		MaxAttempts: cfg.MaxAttempts, Drain: cfg.Shutdown, Finder: finder,
-		LeaseTTL: cfg.Worker.Lease,
+		LeaseTTL: cfg.Worker.Lease, Matcher: matcher, LinkByEmail: cfg.LinkByEmail,
 	}, base, reg)
 	if err != nil {
 		return err

@@ -80,13 +80,7 @@ func Processes(ctx context.Context, o ProcessesOptions) ([]Row, error) {
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 
-	env := []string{}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "TANDEM_") && !strings.HasPrefix(kv, "STRIPE_") && !strings.HasPrefix(kv, "SALESFORCE_") {
-			env = append(env, kv)
-		}
-	}
-	env = append(env, "TANDEM_CONFIG=", "TANDEM_API_TOKENS="+token, "TANDEM_PROVIDERS=stripe", "TANDEM_LOG_LEVEL=warn",
+	env := append(cleanEnv(), "TANDEM_CONFIG=", "TANDEM_API_TOKENS="+token, "TANDEM_PROVIDERS=stripe", "TANDEM_LOG_LEVEL=warn",
 		"TANDEM_MYSQL_DSN="+db.DSN, "TANDEM_AMQP_URL="+o.AMQPURL, "TANDEM_API_ADDR="+apiAddr,
 		"TANDEM_WEBHOOK_ADDR="+webhookAddr, "TANDEM_WORKER_ADDR="+workerAddr,
 		"STRIPE_SECRET_KEY="+key, "STRIPE_WEBHOOK_SECRET="+secret, "STRIPE_API_BASE=http://"+ln.Addr().String(),

@@ -47,6 +47,13 @@ type Config struct {
 	// InboundCreate is TANDEM_INBOUND_CREATE: make users of unknown remote
 	// objects (a customer made in the dashboard, a Checkout guest).
 	InboundCreate bool
+	// LinkByEmail is TANDEM_LINK_BY_EMAIL: before creating a remote
+	// object, link the single live untagged one with the user's email.
+	LinkByEmail bool
+	// CatchupInterval is TANDEM_CATCHUP_INTERVAL: how often cmd/webhook
+	// reads the providers' own change logs (package catchup); 0 turns
+	// catch-up off.
+	CatchupInterval time.Duration
 	// History is TANDEM_HISTORY: record each user's history (changes,
 	// pushes, inbound events) for GET /v1/users/{id}/history and the
 	// console; HistoryRetention (TANDEM_HISTORY_RETENTION) is how long the
@@ -102,6 +109,8 @@ var defaults = map[string]any{
 	"api_tokens":             "",
 	"providers":              "stripe",
 	"inbound_create":         "true",
+	"link_by_email":          "true",
+	"catchup_interval":       "1m",
 	"provider":               "",
 	"max_attempts":           "10",
 	"retry_tiers":            "1s,10s,1m,10m",
@@ -180,6 +189,7 @@ func Load(environ []string, providers []string) (*Config, error) {
 	c.APITokens = splitList(k.String("api_tokens"))
 	c.Providers = splitList(strings.ToLower(k.String("providers")))
 	c.InboundCreate = c.boolean("inbound_create", &errs)
+	c.LinkByEmail = c.boolean("link_by_email", &errs)
 	c.History = c.boolean("history", &errs)
 	c.HistoryRetention = c.duration("history_retention", &errs)
 	c.Provider = strings.ToLower(strings.TrimSpace(k.String("provider")))
@@ -196,6 +206,9 @@ func Load(environ []string, providers []string) (*Config, error) {
 			c.Inbound.Retention, MinInboundRetention))
 	}
 	c.Shutdown = c.duration("shutdown_timeout", &errs)
+	if v := strings.TrimSpace(k.String("catchup_interval")); v != "0" {
+		c.CatchupInterval = c.duration("catchup_interval", &errs)
+	}
 	c.Worker.Prefetch = c.positiveInt("worker_prefetch", &errs)
 	c.Worker.Concurrency = c.positiveInt("worker_concurrency", &errs)
 	c.Worker.Lease = c.duration("worker_lease", &errs)

@@ -34,6 +34,7 @@ func TestShippedFileLoads(t *testing.T) {
 	require.Equal(t, "25", c.ProviderSettings("stripe").String("rate_limit"))
 	require.Equal(t, config.HTTPConfig{MaxConns: 1024, MaxConnsPerIP: 128}, c.HTTP)
 	require.True(t, c.InboundCreate)
+	require.True(t, c.LinkByEmail)
 	require.Equal(t, 30*time.Second, c.Worker.Lease)
 }
 

@@ -108,6 +108,12 @@ type Link struct {
 	// creating another. UnsureEmail is the email that push carried.
 	Unsure      bool
 	UnsureEmail string
+
+	// Looked reports that the caller has just looked for the objects
+	// belonging to the user (a Matcher's Candidates, or a listing) and
+	// found none to link, so an Unsure create need not look again; its
+	// idempotency key must still be unique to the attempt.
+	Looked bool
 }
 
 // Finder is optional for a Provider that can look up the remote objects

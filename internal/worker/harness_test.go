@@ -122,6 +122,7 @@ func (p *pipeline) startWorker(name string, wrap func(integrations.Provider) int
 	var prov integrations.Provider = p.adapter()
 	cfg := p.cfg
 	cfg.Finder, _ = prov.(integrations.Finder)
+	cfg.Matcher, _ = prov.(integrations.Matcher)
 	if wrap != nil {
 		prov = wrap(prov)
 	}

@@ -35,7 +35,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -95,6 +94,13 @@ type Config struct {
 	// the undecorated provider): a delete whose create was never recorded
 	// finds the object it may have made through it.
 	Finder integrations.Finder
+	// Matcher, if set, is the provider's integrations.Matcher (looked up on
+	// the undecorated provider): before creating a remote object the
+	// worker links one that already belongs to the user (see Pusher).
+	// LinkByEmail (TANDEM_LINK_BY_EMAIL) lets it link an untagged object
+	// by its email.
+	Matcher     integrations.Matcher
+	LinkByEmail bool
 
 	pause func(ctx context.Context, d time.Duration) // waits d or until ctx ends; tests replace it
 }
@@ -158,7 +164,7 @@ type Worker struct {
 	cfg      Config
 	log      *slog.Logger
 	m        *metrics
-	users    keyedMutex
+	pusher   *Pusher
 }
 
 // New returns a worker for provider p. reg receives the worker's metrics.
@@ -169,7 +175,7 @@ func New(p integrations.Provider, st Store, b Broker, pub Republisher, cfg Confi
 		return nil, err
 	}
 	return &Worker{provider: p, name: p.Name(), store: st, broker: b, pub: pub, cfg: cfg,
-		log: log.With("provider", p.Name()), m: m}, nil
+		log: log.With("provider", p.Name()), m: m, pusher: NewPusher(p, st, cfg)}, nil
 }
 
 // Run consumes until ctx is cancelled, reconnecting whenever the broker
@@ -303,7 +309,7 @@ func (w *Worker) handle(ctx context.Context, d amqp.Delivery) {
 		return
 	}
 	final := attempt >= w.cfg.MaxAttempts
-	outcome, err := w.sync(ctx, msg, attempt, final)
+	outcome, err := w.pusher.Push(ctx, Request{UserID: msg.UserID, Version: msg.Version, Attempt: attempt, Final: final})
 	wait, limited := integrations.RetryAfter(err)
 	switch {
 	case err == nil:
@@ -384,194 +390,6 @@ func (w *Worker) settleLogged(ctx context.Context, log *slog.Logger, d amqp.Deli
 	w.m.messages.WithLabelValues(w.name, outcome).Inc()
 	w.m.latency.WithLabelValues(w.name, outcome).Observe(time.Since(start).Seconds())
 	log.Debug("message handled", "outcome", outcome)
-}
-
-// sync pushes the user msg names, as it is now, under the user's lease.
-func (w *Worker) sync(ctx context.Context, msg broker.Message, attempt int, final bool) (string, error) {
-	// Messages of one user in this process wait for each other here rather
-	// than bounce off the lease through a delay queue.
-	defer w.users.lock(msg.UserID)()
-	outcome := OutcomeSkipped
-	var hash string // of the state the plan chose to push (push runs on the same read)
-	plan := func(u store.User, l store.Link) store.Plan {
-		if l.SyncedVersion >= msg.Version {
-			outcome = OutcomeSkipped // a push at this version or later is recorded
-			return store.Plan{Skip: true}
-		}
-		if u.DeletedAt != nil {
-			return store.Plan{Attempt: store.Attempt{Version: u.Version}}
-		}
-		hash = customerOf(u).Hash()
-		if l.RemoteID != nil && l.PushedHash != nil && *l.PushedHash == hash &&
-			(!l.Unsure() || l.AttemptHash != nil && *l.AttemptHash == hash) {
-			// The provider is known to hold this state (pushed before, or
-			// it came from the provider).
-			outcome = OutcomeSynced
-			version := u.Version
-			return store.Plan{Record: &store.LinkUpdate{Status: store.LinkSynced, SyncedVersion: &version, ClearAttempt: true}}
-		}
-		return store.Plan{Attempt: store.Attempt{Version: u.Version, Hash: hash, Email: u.Email}}
-	}
-	push := func(ctx context.Context, u store.User, l store.Link, seq int64) (store.LinkUpdate, error) {
-		ctx, cancel := context.WithTimeout(ctx, w.cfg.PushTimeout)
-		defer cancel()
-		c := customerOf(u)
-		link := integrations.Link{RemoteID: deref(l.RemoteID), MetadataKeys: l.MetadataKeyList(), Attempt: seq,
-			Unsure: l.Unsure(), UnsureEmail: deref(l.AttemptEmail)}
-		version := u.Version
-		if u.DeletedAt != nil {
-			up, err := w.delete(ctx, c, link, attempt, final)
-			if err == nil {
-				outcome = OutcomeDeleted
-				up.SyncedVersion = &version
-			}
-			return up, err
-		}
-		res, err := w.provider.Upsert(ctx, c, link)
-		if err != nil {
-			up := failure(err, attempt, final)
-			if res.RemoteID != "" {
-				up.RemoteID = &res.RemoteID
-			}
-			// Nor was a create refused for good executed (a create is one
-			// request, and a 4xx executes nothing); see failure for the
-			// rest.
-			if integrations.IsPermanent(err) && link.RemoteID == "" && res.RemoteID == "" {
-				up.ClearAttempt = true
-			}
-			return up, providerError{err}
-		}
-		outcome = OutcomeSynced
-		up := store.LinkUpdate{Status: store.LinkSynced, RemoteID: &res.RemoteID, SyncedVersion: &version,
-			PushedHash: &hash, ClearAttempt: true, MetadataKeys: res.MetadataKeys, SetMetadataKeys: true}
-		if !res.RemoteTime.IsZero() {
-			up.PushedRemoteAt = &res.RemoteTime
-		}
-		if len(res.Warnings) > 0 {
-			msg := strings.Join(res.Warnings, "; ")
-			up.LastError = &msg
-		}
-		return up, nil
-	}
-	err := w.store.Sync(ctx, msg.UserID, w.name, w.cfg.LeaseTTL, plan, push)
-	return outcome, err
-}
-
-// delete removes the user's remote object. Without a recorded one, a push
-// with an unknown outcome may have made one: it is looked up by its tag
-// (Config.Finder) and deleted, and its id recorded.
-func (w *Worker) delete(ctx context.Context, c integrations.Customer, link integrations.Link, attempt int, final bool) (store.LinkUpdate, error) {
-	ids := []string{link.RemoteID}
-	if link.RemoteID == "" {
-		ids = nil
-		if link.Unsure && w.cfg.Finder != nil {
-			found, err := w.cfg.Finder.FindTagged(ctx, c.UserID, []string{link.UnsureEmail, c.Email})
-			if err != nil {
-				return failure(err, attempt, final), providerError{err}
-			}
-			ids = found
-		}
-	}
-	for _, id := range ids {
-		one := link
-		one.RemoteID = id
-		if err := w.provider.Delete(ctx, c, one); err != nil {
-			return failure(err, attempt, final), providerError{err}
-		}
-	}
-	up := store.LinkUpdate{Status: store.LinkDeleted, ClearAttempt: true}
-	if link.RemoteID == "" && len(ids) > 0 {
-		up.RemoteID = &ids[0]
-		if len(ids) > 1 {
-			msg := "deleted the objects an unrecorded push had made: " + strings.Join(ids, ", ")
-			up.LastError = &msg
-		}
-	}
-	return up, nil
-}
-
-// keyedMutex serialises work per key within the process.
-type keyedMutex struct {
-	mu sync.Mutex
-	m  map[string]*keyedEntry
-}
-
-type keyedEntry struct {
-	mu   sync.Mutex
-	refs int
-}
-
-// lock locks key and returns its unlock.
-func (k *keyedMutex) lock(key string) func() {
-	k.mu.Lock()
-	if k.m == nil {
-		k.m = map[string]*keyedEntry{}
-	}
-	e := k.m[key]
-	if e == nil {
-		e = &keyedEntry{}
-		k.m[key] = e
-	}
-	e.refs++
-	k.mu.Unlock()
-	e.mu.Lock()
-	return func() {
-		e.mu.Unlock()
-		k.mu.Lock()
-		if e.refs--; e.refs == 0 {
-			delete(k.m, key)
-		}
-		k.mu.Unlock()
-	}
-}
-
-// providerError marks an error of the provider (not of MySQL): only those
-// count towards MaxAttempts.
-type providerError struct{ err error }
-
-func (e providerError) Error() string { return e.err.Error() }
-func (e providerError) Unwrap() error { return e.err }
-
-func isProviderError(err error) bool {
-	var pe providerError
-	return errors.As(err, &pe)
-}
-
-// failure is the link update recorded for a failed push: failed when the
-// message will be dead-lettered, pending (with the error) while it is
-// retried. A rate limit executed nothing, so the provider holds what it held
-// (the attempt is cleared); any other failure may have executed (a 5xx after
-// the write, a timeout): the attempt stays recorded as unknown.
-func failure(err error, attempt int, final bool) store.LinkUpdate {
-	msg := err.Error()
-	if _, limited := integrations.RetryAfter(err); limited && !integrations.IsPermanent(err) {
-		// Waited out, never dead-lettered for it (see handle).
-		msg = "rate limited by the provider, waiting: " + msg
-		return store.LinkUpdate{Status: store.LinkPending, LastError: &msg, ClearAttempt: true}
-	}
-	if errors.Is(err, integrations.ErrNotFound) {
-		msg = "the remote object no longer exists: " + msg
-	}
-	if integrations.IsPermanent(err) || final {
-		if final && !integrations.IsPermanent(err) {
-			msg = fmt.Sprintf("gave up after %d attempts: %s", attempt, msg)
-		}
-		return store.LinkUpdate{Status: store.LinkFailed, LastError: &msg}
-	}
-	msg = fmt.Sprintf("attempt %d failed, retrying: %s", attempt, msg)
-	return store.LinkUpdate{Status: store.LinkPending, LastError: &msg}
-}
-
-func customerOf(u store.User) integrations.Customer {
-	return integrations.Customer{UserID: u.ID, Email: u.Email, Name: u.Name, Phone: u.Phone,
-		Metadata: u.Metadata, Version: u.Version}
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
 
 func errString(err error) string {

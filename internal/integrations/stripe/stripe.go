@@ -86,7 +86,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -94,6 +93,7 @@ import (
 	stripego "github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/customer"
 	"github.com/tandem-sync/tandem/internal/integrations"
+	"golang.org/x/time/rate"
 )
 
 // Name is the provider's stable name.
@@ -125,6 +125,7 @@ type Options struct {
 type Adapter struct {
 	customers customer.Client
 	limiter   *limiter
+	search    *rate.Limiter // Stripe's search: SearchRate requests per second
 	logger    *slog.Logger
 	cfg       Config // the webhook reads WebhookSecret and AcceptAPIVersionMismatch
 }
@@ -165,6 +166,7 @@ func New(cfg Config, opts Options) (*Adapter, error) {
 	return &Adapter{
 		customers: customer.Client{B: stripego.GetBackendWithConfig(stripego.APIBackend, backendCfg), Key: cfg.SecretKey},
 		limiter:   newLimiter(cfg.RateLimit, m),
+		search:    newSearchLimiter(),
 		logger:    logger,
 		cfg:       cfg,
 	}, nil
@@ -187,7 +189,7 @@ func (a *Adapter) Upsert(ctx context.Context, c integrations.Customer, link inte
 		return integrations.Result{}, fmt.Errorf("stripe: user %s: %w", c.UserID, err)
 	}
 	id, remoteKeys := link.RemoteID, link.MetadataKeys
-	if id == "" && link.Unsure {
+	if id == "" && link.Unsure && !link.Looked {
 		found, err := a.findOne(ctx, c, link)
 		if err != nil {
 			return integrations.Result{}, err
@@ -243,29 +245,14 @@ func (a *Adapter) findOne(ctx context.Context, c integrations.Customer, link int
 // push carries the user's email from the start, so the email that push sent
 // finds it.
 func (a *Adapter) FindTagged(ctx context.Context, userID string, emails []string) ([]string, error) {
+	found, err := a.Candidates(ctx, userID, emails, false)
+	if err != nil {
+		return nil, err
+	}
 	var ids []string
-	seen := map[string]bool{}
-	for _, email := range emails {
-		if email == "" || seen[email] {
-			continue
-		}
-		seen[email] = true
-		if err := a.limiter.wait(ctx); err != nil {
-			return nil, err
-		}
-		p := &stripego.CustomerListParams{Email: stripego.String(email)}
-		p.Context = ctx
-		p.Limit = stripego.Int64(100)
-		p.Single = true
-		it := a.customers.List(p)
-		for it.Next() {
-			cust := it.Customer()
-			if !cust.Deleted && cust.Metadata[MetadataUserIDKey] == userID && !slices.Contains(ids, cust.ID) {
-				ids = append(ids, cust.ID)
-			}
-		}
-		if err := it.Err(); err != nil {
-			return nil, fmt.Errorf("stripe: listing customers with the email of user %s: %w", userID, a.classify(err))
+	for _, o := range found {
+		if o.UserID == userID {
+			ids = append(ids, o.ID)
 		}
 	}
 	return ids, nil
