@@ -111,28 +111,38 @@ func TestCatchupAppliesWhatWebhooksLost(t *testing.T) {
 			t.Errorf("user %s: version %d (%v), want %d: one version per change", c.id, v, err, c.want)
 		}
 	}
+	settle, cancelSettle := context.WithTimeout(ctx, 10*time.Second)
+	defer cancelSettle()
 	for _, ev := range s.sb.Fake.Events()[events:] {
 		var n int
 		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM inbound_events WHERE event_id = ? AND outcome IN ('applied', 'created', 'deleted')`, ev.ID).Scan(&n); err != nil || n != 1 {
 			t.Errorf("event %s (%s) recorded applied %d times (%v), want once", ev.ID, ev.Type, n, err)
 		}
-		logs := s.webhook.out.String() + second.out.String()
-		if !strings.Contains(logs, ev.ID) || !strings.Contains(logs, "inbound change applied by catch-up before any webhook") {
+		// The warning is logged just after the change commits.
+		if err := waitFor(settle, 20*time.Millisecond, func() bool {
+			logs := s.webhook.out.String() + second.out.String()
+			return strings.Contains(logs, ev.ID) && strings.Contains(logs, "inbound change applied by catch-up before any webhook")
+		}); err != nil {
 			t.Errorf("no warning names event %s", ev.ID)
 		}
 	}
 	// Both processes apply through catch-up, one round at a time: the sum
 	// of their counters is the number of changes.
+	// Counted just after the commit, too.
 	var applied float64
-	for _, p := range []*process{s.webhook, second} {
-		for _, o := range []string{"applied", "created", "deleted"} {
-			v, err := metric(p.addr, "tandem_catchup_events_total", `outcome="`+o+`"`)
-			if err != nil {
-				t.Fatal(err)
+	_ = waitFor(settle, 20*time.Millisecond, func() bool {
+		applied = 0
+		for _, p := range []*process{s.webhook, second} {
+			for _, o := range []string{"applied", "created", "deleted"} {
+				v, err := metric(p.addr, "tandem_catchup_events_total", `outcome="`+o+`"`)
+				if err != nil {
+					t.Fatal(err)
+				}
+				applied += v
 			}
-			applied += v
 		}
-	}
+		return applied >= 3
+	})
 	if applied != 3 {
 		t.Errorf("the two webhook processes applied %v changes through catch-up, want 3", applied)
 	}
