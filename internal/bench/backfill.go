@@ -44,16 +44,11 @@ func Backfill(ctx context.Context, o BackfillOptions) ([]Row, error) {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
-	bin, err := BuildCommands(ctx)
+	bin, db, done, err := commandsAndDatabase(ctx, o.MySQLDSN, "tandem_bench_backfill")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(bin)
-	db, err := NewDatabase(ctx, o.MySQLDSN, "tandem_bench_backfill")
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
+	defer done()
 	st, err := store.Open(ctx, db.DSN, store.Options{MaxOpenConns: 16})
 	if err != nil {
 		return nil, err

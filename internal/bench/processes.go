@@ -53,16 +53,11 @@ func Processes(ctx context.Context, o ProcessesOptions) ([]Row, error) {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
-	bin, err := BuildCommands(ctx)
+	bin, db, done, err := commandsAndDatabase(ctx, o.MySQLDSN, "tandem_bench_processes")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(bin)
-	db, err := NewDatabase(ctx, o.MySQLDSN, "tandem_bench_processes")
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
+	defer done()
 
 	apiAddr, webhookAddr, workerAddr, err := freeAddrs()
 	if err != nil {
@@ -132,6 +127,21 @@ func Processes(ctx context.Context, o ProcessesOptions) ([]Row, error) {
 	}
 	rss := Row{Stage: "Processes: peak RSS (VmHWM) after both loads", Note: strings.Join(peaks, ", ")}
 	return []Row{e2e, edits, rss}, nil
+}
+
+// commandsAndDatabase builds the commands (BuildCommands) and makes a
+// scratch database; done removes both.
+func commandsAndDatabase(ctx context.Context, serverDSN, name string) (bin string, db *Database, done func(), err error) {
+	bin, err = BuildCommands(ctx)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	db, err = NewDatabase(ctx, serverDSN, name)
+	if err != nil {
+		os.RemoveAll(bin)
+		return "", nil, nil, err
+	}
+	return bin, db, func() { db.Close(); os.RemoveAll(bin) }, nil
 }
 
 // BuildCommands builds cmd/api, cmd/webhook, cmd/worker and cmd/tandemctl of the module
