@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 )
 
 // Dashboard changes bypass the API: no request, no idempotency, no faults,
@@ -16,6 +17,30 @@ import (
 // stored customer, or an error if c.ID is already taken or c breaks the
 // API's limits (email format, metadata size).
 func (s *Server) DashboardCreate(c Customer) (Customer, error) {
+	c.Created = time.Time{}
+	return s.outsideCreate(c, true)
+}
+
+// DashboardUpdate edits a live customer as if in the dashboard: edit gets a
+// copy to change (changes to ID, Created and Deleted are ignored). If
+// anything changed it emits customer.updated with previous_attributes. It
+// returns the stored customer, or an error wrapping ErrNotFound, or an error
+// if the edit breaks the API's limits (nothing is changed then).
+func (s *Server) DashboardUpdate(id string, edit func(*Customer)) (Customer, error) {
+	return s.outsideUpdate(id, edit, true)
+}
+
+// DashboardDelete deletes a live customer as if in the dashboard and emits
+// customer.deleted. It returns an error wrapping ErrNotFound if the customer
+// does not exist or is already deleted.
+func (s *Server) DashboardDelete(id string) error {
+	return s.outsideDelete(id, true)
+}
+
+// outsideCreate adds c as made outside the API (the dashboard, or silently
+// with no event unless emit): an id is assigned if c has none, Created is
+// the Clock time unless c's is in the past.
+func (s *Server) outsideCreate(c Customer, emit bool) (Customer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c.ID == "" {
@@ -25,7 +50,10 @@ func (s *Server) DashboardCreate(c Customer) (Customer, error) {
 	}
 	now := s.now()
 	c = c.clone()
-	c.Created = now
+	if c.Created.IsZero() || c.Created.After(now) {
+		c.Created = now
+	}
+	c.Created = c.Created.Truncate(time.Second)
 	c.Deleted = false
 	if c.InvoicePrefix == "" {
 		c.InvoicePrefix = newInvoicePrefix()
@@ -40,16 +68,15 @@ func (s *Server) DashboardCreate(c Customer) (Customer, error) {
 		return Customer{}, err
 	}
 	s.insertCustomer(c)
-	s.emit(EventCustomerCreated, c, nil, origin{}, now)
+	if emit {
+		s.emit(EventCustomerCreated, c, nil, origin{}, now)
+	}
 	return c.clone(), nil
 }
 
-// DashboardUpdate edits a live customer as if in the dashboard: edit gets a
-// copy to change (changes to ID, Created and Deleted are ignored). If
-// anything changed it emits customer.updated with previous_attributes. It
-// returns the stored customer, or an error wrapping ErrNotFound, or an error
-// if the edit breaks the API's limits (nothing is changed then).
-func (s *Server) DashboardUpdate(id string, edit func(*Customer)) (Customer, error) {
+// outsideUpdate edits a live customer outside the API; with emit a change
+// emits customer.updated.
+func (s *Server) outsideUpdate(id string, edit func(*Customer), emit bool) (Customer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rec, ok := s.byID[id]
@@ -70,22 +97,25 @@ func (s *Server) DashboardUpdate(id string, edit func(*Customer)) (Customer, err
 	}
 	if prev, changed := previousAttributes(rec.c, upd); changed {
 		rec.c = upd.clone()
-		s.emit(EventCustomerUpdated, rec.c, prev, origin{}, s.now())
+		if emit {
+			s.emit(EventCustomerUpdated, rec.c, prev, origin{}, s.now())
+		}
 	}
 	return rec.c.clone(), nil
 }
 
-// DashboardDelete deletes a live customer as if in the dashboard and emits
-// customer.deleted. It returns an error wrapping ErrNotFound if the customer
-// does not exist or is already deleted.
-func (s *Server) DashboardDelete(id string) error {
+// outsideDelete deletes a live customer outside the API; with emit it
+// emits customer.deleted.
+func (s *Server) outsideDelete(id string, emit bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rec, ok := s.byID[id]
 	if !ok || rec.c.Deleted {
 		return fmt.Errorf("deleting customer %s: %w", id, ErrNotFound)
 	}
-	s.emit(EventCustomerDeleted, rec.c, nil, origin{}, s.now())
+	if emit {
+		s.emit(EventCustomerDeleted, rec.c, nil, origin{}, s.now())
+	}
 	rec.c.Deleted = true
 	return nil
 }

@@ -1,10 +1,5 @@
 package stripefake
 
-import (
-	"fmt"
-	"time"
-)
-
 // Silent changes make customers and changes that send no event at all: the
 // history of an account from before Tandem was connected (customers made
 // when no webhook endpoint existed), and drift a webhook never reported (a
@@ -20,34 +15,7 @@ import (
 // when zero or in the future. It returns the stored customer, or an error
 // if c.ID is taken or c breaks the API's limits.
 func (s *Server) SilentCreate(c Customer) (Customer, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c.ID == "" {
-		c.ID = newID("cus_", 14)
-	} else if _, ok := s.byID[c.ID]; ok {
-		return Customer{}, fmt.Errorf("stripefake: customer %s already exists", c.ID)
-	}
-	now := s.now()
-	c = c.clone()
-	if c.Created.IsZero() || c.Created.After(now) {
-		c.Created = now
-	}
-	c.Created = c.Created.Truncate(time.Second)
-	c.Deleted = false
-	if c.InvoicePrefix == "" {
-		c.InvoicePrefix = newInvoicePrefix()
-	}
-	if c.TaxExempt == "" {
-		c.TaxExempt = "none"
-	}
-	if c.Metadata == nil {
-		c.Metadata = map[string]string{}
-	}
-	if err := c.validate(); err != nil {
-		return Customer{}, err
-	}
-	s.insertCustomer(c)
-	return c.clone(), nil
+	return s.outsideCreate(c, false)
 }
 
 // SilentUpdate edits a live customer without emitting any event: edit gets
@@ -55,38 +23,12 @@ func (s *Server) SilentCreate(c Customer) (Customer, error) {
 // returns the stored customer, or an error wrapping ErrNotFound, or an
 // error if the edit breaks the API's limits (nothing is changed then).
 func (s *Server) SilentUpdate(id string, edit func(*Customer)) (Customer, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rec, ok := s.byID[id]
-	if !ok || rec.c.Deleted {
-		return Customer{}, fmt.Errorf("updating customer %s: %w", id, ErrNotFound)
-	}
-	upd := rec.c.clone()
-	edit(&upd)
-	upd.ID, upd.Created, upd.Deleted = rec.c.ID, rec.c.Created, false
-	if upd.Metadata == nil {
-		upd.Metadata = map[string]string{}
-	}
-	if upd.TaxExempt == "" {
-		upd.TaxExempt = "none"
-	}
-	if err := upd.validate(); err != nil {
-		return Customer{}, fmt.Errorf("updating customer %s: %w", id, err)
-	}
-	rec.c = upd.clone()
-	return rec.c.clone(), nil
+	return s.outsideUpdate(id, edit, false)
 }
 
 // SilentDelete deletes a live customer without emitting customer.deleted
 // (a deletion whose webhook was lost). It returns an error wrapping
 // ErrNotFound if the customer does not exist or is already deleted.
 func (s *Server) SilentDelete(id string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rec, ok := s.byID[id]
-	if !ok || rec.c.Deleted {
-		return fmt.Errorf("deleting customer %s: %w", id, ErrNotFound)
-	}
-	rec.c.Deleted = true
-	return nil
+	return s.outsideDelete(id, false)
 }
