@@ -21,7 +21,7 @@ func mountConsole(ctx context.Context, app *fiber.App, st *store.Store, conn *br
 		Tokens:    cfg.APITokens,
 		Providers: cfg.Providers,
 		Users:     st,
-		Pipeline:  pipeline.Source{Store: st, Broker: conn, Providers: cfg.Providers, Tiers: cfg.RetryTiers},
+		Pipeline:  &pipeline.Live{Source: pipeline.Source{Store: st, Broker: conn, Providers: cfg.Providers, Tiers: cfg.RetryTiers}},
 		Replay: func(ctx context.Context, provider string) (int, error) {
 			return broker.DeadLetters{Conn: conn, Pub: pub, Provider: provider}.Replay(ctx, "")
 		},

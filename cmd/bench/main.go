@@ -35,12 +35,13 @@ func run(ctx context.Context, args []string) error {
 	dsn := fs.String("mysql", envOr("TANDEM_BENCH_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/"), "MySQL server DSN (its database name is replaced)")
 	amqpURL := fs.String("amqp", envOr("TANDEM_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ server (a scratch vhost is created per stage)")
 	mgmt := fs.String("rabbit-api", envOr("TANDEM_BENCH_RABBIT_API", "http://guest:guest@127.0.0.1:15672"), "RabbitMQ management API")
-	stages := fs.String("stages", "api,relay,worker,webhook,catchup,processes,import,backfill,reconcile", "comma-separated stages to run")
+	stages := fs.String("stages", "api,relay,worker,webhook,catchup,processes,import,backfill,reconcile,ops", "comma-separated stages to run")
 	conc := fs.String("c", "32,64", "comma-separated concurrencies for the API stage")
 	dur := fs.Duration("duration", 5*time.Second, "measured time per API run")
 	warm := fs.Duration("warmup", time.Second, "warm-up before each measured API run")
 	messages := fs.Int("messages", 0, "messages for the relay (default 50,000) and worker (default 3,000) stages")
 	backfillUsers := fs.Int("backfill-users", 20000, "users of the backfill stage")
+	opsRounds := fs.Int("ops-rounds", 3, "alternating rounds of each comparison of the ops stage")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -140,6 +141,18 @@ func run(ctx context.Context, args []string) error {
 		r, err := bench.Reconcile(ctx, bench.ReconcileOptions{MySQLDSN: *dsn, Log: os.Stderr})
 		if err != nil {
 			return fmt.Errorf("reconcile stage: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if slices.Contains(want, "ops") {
+		vhost, drop, err := bench.Vhost(*mgmt, *amqpURL)
+		if err != nil {
+			return err
+		}
+		r, err := bench.Ops(ctx, bench.OpsOptions{MySQLDSN: *dsn, AMQPURL: vhost, Messages: *messages, Rounds: *opsRounds, Log: os.Stderr})
+		drop()
+		if err != nil {
+			return fmt.Errorf("ops stage: %w", err)
 		}
 		rows = append(rows, r...)
 	}

@@ -23,7 +23,7 @@ func backfillCommand() command {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env) error {
 			provider := fs.String("provider", "", "the provider to backfill (required)")
 			dryRun := fs.Bool("dry-run", false, "print the plan (link N, create M, ambiguous K) and change nothing")
-			concurrency := fs.Int("concurrency", 8, "users pushed at once (the provider's rate limit bounds the rate)")
+			concurrency := fs.Int("concurrency", 16, "users pushed at once (the provider's rate limit bounds the rate)")
 			return func(ctx context.Context, e *env) error {
 				if len(e.args) > 0 {
 					return usagef("unexpected argument %q", e.args[0])

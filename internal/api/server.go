@@ -1,7 +1,8 @@
 // Package api is Tandem's REST API (DESIGN §3): CRUD on users under /v1,
 // bearer-token auth, Idempotency-Key on create, If-Match on PATCH and DELETE,
 // RFC 9457 problem+json errors, and the OpenAPI description at
-// /openapi.yaml.
+// /openapi.yaml; and the operator's calls of DESIGN §9 (operate.go): a
+// user's history, the sync_status filter, and a resync.
 package api
 
 import (

@@ -217,7 +217,13 @@ func countSynced(ctx context.Context, db *sql.DB) (int, error) {
 }
 
 func workerThroughput(ctx context.Context, dsn string, conn *broker.Conn, pub *broker.Publisher, n, prefetch, concurrency int) ([]Row, error) {
-	st, err := store.Open(ctx, dsn, store.Options{MaxOpenConns: concurrency + 8})
+	return workerThroughputWith(ctx, dsn, conn, pub, n, prefetch, concurrency, store.HistoryOptions{})
+}
+
+// workerThroughputWith is workerThroughput with the store recording history
+// as hist says.
+func workerThroughputWith(ctx context.Context, dsn string, conn *broker.Conn, pub *broker.Publisher, n, prefetch, concurrency int, hist store.HistoryOptions) ([]Row, error) {
+	st, err := store.Open(ctx, dsn, store.Options{MaxOpenConns: concurrency + 8, History: hist})
 	if err != nil {
 		return nil, err
 	}

@@ -131,7 +131,7 @@ var defaults = map[string]any{
 	// Users' history (README "Operating Tandem"): recorded by every
 	// process, pruned by cmd/api.
 	"history":           "true",
-	"history_retention": "720h",
+	"history_retention": "168h",
 
 	// cmd/webhook's retention of inbound_events (README "Storage").
 	"inbound_retention":         "96h",

@@ -419,6 +419,7 @@ func (c *Console) resync(ctx *fiber.Ctx, s session, f url.Values) error {
 		return c.page(ctx.Status(fiber.StatusNotFound), "error", pageData{Title: "No such user", CSRF: s.csrf, Message: "No such user or provider."})
 	}
 	err := c.cfg.Users.Resync(ctx.UserContext(), id, provider)
+	c.refresh()
 	if errors.Is(err, store.ErrNotFound) {
 		return c.page(ctx.Status(fiber.StatusNotFound), "error", pageData{Title: "No such user", CSRF: s.csrf, Message: "No user has the id " + id + "."})
 	}
@@ -434,11 +435,20 @@ func (c *Console) replay(ctx *fiber.Ctx, s session, _ url.Values) error {
 		return c.page(ctx.Status(fiber.StatusNotFound), "error", pageData{Title: "No such provider", CSRF: s.csrf, Message: "No such provider."})
 	}
 	n, err := c.cfg.Replay(ctx.UserContext(), provider)
+	c.refresh()
 	if err != nil {
 		return c.page(ctx.Status(fiber.StatusServiceUnavailable), "error", pageData{Title: "Replay stopped", CSRF: s.csrf,
 			Message: fmt.Sprintf("%d dead letters were replayed before an error: %v. Nothing was lost; press replay again.", n, err)})
 	}
 	return ctx.Redirect("/console/?replayed="+strconv.Itoa(n)+"&provider="+url.QueryEscape(provider), fiber.StatusSeeOther)
+}
+
+// refresh makes the live view show an action's effect at once.
+func (c *Console) refresh() {
+	if r, ok := c.cfg.Pipeline.(interface{ Refresh() }); ok {
+		r.Refresh()
+	}
+	c.hub.poke()
 }
 
 func derefString(s *string) string {

@@ -60,6 +60,14 @@ func (h *hub) subscribe() chan []byte {
 	return ch
 }
 
+// poke takes a snapshot now rather than at the next tick.
+func (h *hub) poke() {
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
 func (h *hub) unsubscribe(ch chan []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

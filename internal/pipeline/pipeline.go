@@ -7,6 +7,7 @@ package pipeline
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/tandem-sync/tandem/internal/broker"
@@ -81,23 +82,28 @@ type AttentionEntry struct {
 // Snapshot reads the pipeline now. A database error fails it; a broker
 // error is reported in BrokerError (the rest is still worth showing).
 func (s Source) Snapshot(ctx context.Context) (Status, error) {
-	now := time.Now().UTC()
-	st := Status{At: now, Attention: []AttentionEntry{}}
-	backlog, oldest, err := s.Store.OutboxBacklog(ctx)
+	sl, err := s.slow(ctx, time.Now().UTC())
 	if err != nil {
-		return st, err
+		return Status{}, err
 	}
-	st.Outbox.Backlog = backlog
-	if !oldest.IsZero() {
-		st.Outbox.OldestAgeSeconds = max(now.Sub(oldest).Seconds(), 0)
+	return s.fast(ctx, sl)
+}
+
+// slowPart is what scans tables: users by status, pushes and attention.
+type slowPart struct {
+	users     map[string]map[string]int64
+	pushes    map[string]map[string]int64
+	attention []AttentionEntry
+}
+
+func (s Source) slow(ctx context.Context, now time.Time) (slowPart, error) {
+	var sl slowPart
+	var err error
+	if sl.users, err = s.Store.UsersByStatus(ctx, s.Providers); err != nil {
+		return sl, err
 	}
-	users, err := s.Store.UsersByStatus(ctx, s.Providers)
-	if err != nil {
-		return st, err
-	}
-	pushes, err := s.Store.PushesSince(ctx, now.Add(-RateWindow))
-	if err != nil {
-		return st, err
+	if sl.pushes, err = s.Store.PushesSince(ctx, now.Add(-RateWindow)); err != nil {
+		return sl, err
 	}
 	limit := s.AttentionLimit
 	if limit <= 0 {
@@ -105,15 +111,33 @@ func (s Source) Snapshot(ctx context.Context) (Status, error) {
 	}
 	items, err := s.Store.Attention(ctx, s.Providers, now.Add(-PendingAttention), limit)
 	if err != nil {
+		return sl, err
+	}
+	sl.attention = []AttentionEntry{}
+	for _, it := range items {
+		sl.attention = append(sl.attention, AttentionEntry(it))
+	}
+	return sl, nil
+}
+
+// fast reads the outbox backlog and the queues (cheap: an index range and
+// passive declares) and puts sl beside them.
+func (s Source) fast(ctx context.Context, sl slowPart) (Status, error) {
+	now := time.Now().UTC()
+	st := Status{At: now, Attention: sl.attention}
+	backlog, oldest, err := s.Store.OutboxBacklog(ctx)
+	if err != nil {
 		return st, err
 	}
-	for _, it := range items {
-		st.Attention = append(st.Attention, AttentionEntry(it))
+	st.Outbox.Backlog = backlog
+	if !oldest.IsZero() {
+		// Whole seconds: a page is sent a snapshot only when it changed.
+		st.Outbox.OldestAgeSeconds = max(now.Sub(oldest).Truncate(time.Second).Seconds(), 0)
 	}
 	for _, p := range s.Providers {
-		pr := Provider{Name: p, Users: users[p],
-			SyncedPerSecond:  float64(pushes[p][store.LinkSynced]+pushes[p][store.LinkDeleted]) / RateWindow.Seconds(),
-			FailedLastMinute: pushes[p][store.LinkFailed]}
+		pr := Provider{Name: p, Users: sl.users[p],
+			SyncedPerSecond:  float64(sl.pushes[p][store.LinkSynced]+sl.pushes[p][store.LinkDeleted]) / RateWindow.Seconds(),
+			FailedLastMinute: sl.pushes[p][store.LinkFailed]}
 		if s.Broker != nil && st.BrokerError == "" {
 			q, err := broker.InspectQueues(s.Broker, p, s.Tiers...)
 			if err != nil {
@@ -125,4 +149,43 @@ func (s Source) Snapshot(ctx context.Context) (Status, error) {
 		st.Providers = append(st.Providers, pr)
 	}
 	return st, nil
+}
+
+// Live is a Source for a view refreshed every second or so (the console):
+// the outbox and the queues are read at every Snapshot, the parts that scan
+// tables (users by status, the sync rate, the attention list) at most every
+// Slow (default 5s), so an open console costs the database little.
+type Live struct {
+	Source
+	Slow time.Duration
+
+	mu   sync.Mutex
+	at   time.Time
+	last slowPart
+}
+
+// Snapshot is Source.Snapshot with the slow parts at most Slow old.
+func (l *Live) Snapshot(ctx context.Context) (Status, error) {
+	slow := l.Slow
+	if slow <= 0 {
+		slow = 5 * time.Second
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now := time.Now().UTC(); l.at.IsZero() || now.Sub(l.at) >= slow {
+		sl, err := l.slow(ctx, now)
+		if err != nil {
+			return Status{}, err
+		}
+		l.at, l.last = now, sl
+	}
+	return l.fast(ctx, l.last)
+}
+
+// Refresh makes the next Snapshot read the slow parts again (after an
+// operator's action, whose effect should show at once).
+func (l *Live) Refresh() {
+	l.mu.Lock()
+	l.at = time.Time{}
+	l.mu.Unlock()
 }

@@ -259,7 +259,8 @@ func (s *Store) History(ctx context.Context, userID string, q HistoryQuery) ([]H
 	s.FlushHistory(ctx)
 	db := s.db.WithContext(ctx).Table("sync_history").Where("user_id = ?", userID)
 	if !q.BeforeAt.IsZero() {
-		db = db.Where("at < ? OR (at = ? AND id < ?)", q.BeforeAt.UTC(), q.BeforeAt.UTC(), q.BeforeID)
+		db = s.db.WithContext(ctx).Table("sync_history").Where("user_id = ? AND (at < ? OR (at = ? AND id < ?))",
+			userID, q.BeforeAt.UTC(), q.BeforeAt.UTC(), q.BeforeID)
 	}
 	var rows []historyRow
 	if err := db.Order("at DESC, id DESC").Limit(q.Limit + 1).Find(&rows).Error; err != nil {
@@ -333,8 +334,20 @@ func (s *Store) recordChange(u User, origin, eventType string) {
 
 // recordInbound records an inbound event's outcome and, when it changed the
 // user, the change.
-func (s *Store) recordInbound(provider string, ev InboundChange, res InboundResult) {
+func (s *Store) recordInbound(ctx context.Context, provider string, ev InboundChange, res InboundResult) {
+	if s.history == nil {
+		return
+	}
 	userID := res.UserID
+	if userID == "" && res.Outcome == InboundDuplicate {
+		// The first delivery recorded whom it concerned.
+		var ids []*string
+		_ = s.db.WithContext(ctx).Raw("SELECT user_id FROM inbound_events WHERE provider = ? AND event_id = ?",
+			provider, ev.EventID).Scan(&ids).Error
+		if len(ids) == 1 && ids[0] != nil {
+			userID = *ids[0]
+		}
+	}
 	if userID == "" {
 		userID = ev.UserID
 	}

@@ -33,6 +33,8 @@ func TestHistoryRecordsChangesPushesAndResyncs(t *testing.T) {
 	})
 	require.Error(t, err)
 	require.NoError(t, st.Resync(ctx, u.ID, "stripe"))
+	_, err = st.CreateUser(ctx, store.NewUser{Email: "someone-else@example.com", Name: "Other"}, nil)
+	require.NoError(t, err) // another user's history stays out of this one's pages
 
 	h, more, err := st.History(ctx, u.ID, store.HistoryQuery{Limit: 10})
 	require.NoError(t, err)
@@ -135,4 +137,31 @@ func TestStatusViews(t *testing.T) {
 	pushes, err := st.PushesSince(ctx, time.Now().Add(-time.Minute))
 	require.NoError(t, err)
 	require.Equal(t, map[string]int64{"synced": 1, "failed": 1}, pushes["stripe"])
+}
+
+// Inbound events are in the history with their outcome; an applied one is
+// also a change whose origin is the provider.
+func TestHistoryRecordsInboundEvents(t *testing.T) {
+	t.Parallel()
+	st, _ := testutil.NewStore(t)
+	ctx := context.Background()
+	u := linked(t, st, "in@example.com", "cus_in")
+	ev := change("cus_in", state("in@example.com", "Ada King", map[string]string{"plan": "pro"}))
+	res, err := st.ApplyInbound(ctx, "stripe", ev, noRefetch(t))
+	require.NoError(t, err)
+	require.Equal(t, store.InboundApplied, res.Outcome)
+	_, err = st.ApplyInbound(ctx, "stripe", ev, noRefetch(t))
+	require.NoError(t, err)
+
+	h, _, err := st.History(ctx, u.ID, store.HistoryQuery{Limit: 3})
+	require.NoError(t, err)
+	require.Len(t, h, 3)
+	require.Equal(t, store.HistoryInbound, h[0].Kind)
+	require.Equal(t, string(store.InboundDuplicate), h[0].Outcome)
+	require.Equal(t, ev.EventID, h[0].EventID)
+	// The applied event and its change were recorded together.
+	kinds := map[string]store.HistoryEntry{h[1].Kind: h[1], h[2].Kind: h[2]}
+	require.Equal(t, string(store.InboundApplied), kinds[store.HistoryInbound].Outcome)
+	require.Equal(t, "stripe", kinds[store.HistoryChange].Origin)
+	require.Equal(t, res.Version, kinds[store.HistoryChange].Version)
 }

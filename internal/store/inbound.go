@@ -316,7 +316,7 @@ func (s *Store) ApplyInbound(ctx context.Context, provider string, ev InboundCha
 			return InboundResult{}, fmt.Errorf("applying %s event %s: %w", provider, ev.EventID, err)
 		}
 		res.Refetched = re != nil
-		s.recordInbound(provider, ev, res)
+		s.recordInbound(ctx, provider, ev, res)
 		return res, nil
 	}
 }

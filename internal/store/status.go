@@ -69,6 +69,17 @@ func (s *Store) PushesSince(ctx context.Context, t time.Time) (map[string]map[st
 	return out, nil
 }
 
+// UnlinkedWindow is how far back Attention looks for users no worker
+// picked up (created before its pendingBefore, with no link).
+const UnlinkedWindow = 7 * 24 * time.Hour
+
+// idAt is the smallest UUIDv7 (as text) made at t: ids compare as text in
+// creation order.
+func idAt(t time.Time) string {
+	ms := uint64(max(t.UnixMilli(), 0))
+	return fmt.Sprintf("%08x-%04x", ms>>16, ms&0xffff)
+}
+
 // AttentionItem is a user whose link to a provider needs an operator's
 // look: failed, conflict, or pending for longer than expected.
 type AttentionItem struct {
@@ -82,8 +93,9 @@ type AttentionItem struct {
 
 // Attention lists up to limit live users needing attention for each of
 // providers: links failed or in conflict, links pending since before
-// pendingBefore, and users with no link yet changed before pendingBefore
-// (no worker picked them up), newest first per provider.
+// pendingBefore, and users with no link yet created in the UnlinkedWindow
+// before pendingBefore (no worker picked them up), newest first per
+// provider.
 func (s *Store) Attention(ctx context.Context, providers []string, pendingBefore time.Time, limit int) ([]AttentionItem, error) {
 	var out []AttentionItem
 	for _, p := range providers {
@@ -115,10 +127,14 @@ func (s *Store) Attention(ctx context.Context, providers []string, pendingBefore
 			Email     string
 			UpdatedAt time.Time
 		}
+		// Ids are UUIDv7, so a range of the primary key is a range of
+		// creation times: only the users created in the week before
+		// pendingBefore are looked at (a bounded scan, not the table).
 		err = s.db.WithContext(ctx).Raw(`SELECT u.id, u.email, u.updated_at FROM users u
-			WHERE u.deleted_at IS NULL AND u.updated_at < ?
+			WHERE u.id >= ? AND u.id < ? AND u.deleted_at IS NULL AND u.updated_at < ?
 			  AND NOT EXISTS (SELECT 1 FROM provider_links l WHERE l.user_id = u.id AND l.provider = ?)
-			ORDER BY u.id DESC LIMIT ?`, pendingBefore.UTC(), p, limit-len(rows)).Scan(&unlinked).Error
+			ORDER BY u.id DESC LIMIT ?`, idAt(pendingBefore.Add(-UnlinkedWindow)), idAt(pendingBefore), pendingBefore.UTC(), p,
+			limit-len(rows)).Scan(&unlinked).Error
 		if err != nil {
 			return nil, fmt.Errorf("listing users needing attention: %w", translate(err))
 		}

@@ -1,5 +1,6 @@
 // Package store is Tandem's MySQL storage: users, their outbox, provider
-// links, inbound events and API idempotency keys, through GORM.
+// links, inbound events, API idempotency keys and users' history (written
+// in batches off the request and push paths: history.go), through GORM.
 //
 // It is the only package that knows SQL. It translates driver errors into the
 // sentinel errors below, and only here: gorm.ErrRecordNotFound becomes
