@@ -20,7 +20,7 @@ func catchupStage(ctx context.Context, dsn string) ([]bench.Row, error) {
 		return nil, err
 	}
 	wh := bench.Row{Stage: "Webhook: the backlog's events POSTed to /webhook/stripe", Conc: 64, Ops: res.Webhook.Events, Rate: res.Webhook.Rate}
-	cu := bench.Row{Stage: "Catch-up: the same events read from the Events API and applied", Conc: 16, Ops: res.Catchup.Events, Rate: res.Catchup.Rate,
+	cu := bench.Row{Stage: "Catch-up: the same events read from the Events API and applied", Conc: 64, Ops: res.Catchup.Events, Rate: res.Catchup.Rate,
 		Ratios: map[string]float64{"webhook": res.Catchup.Rate / res.Webhook.Rate},
 		Note: fmt.Sprintf("target ≥ 80 %% of webhook; %d Stripe requests = %.2f per 100 events (target ≤ 1)",
 			res.Catchup.Requests, 100*float64(res.Catchup.Requests)/float64(res.Catchup.Events))}

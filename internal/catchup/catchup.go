@@ -16,10 +16,10 @@
 // connection dropped) still apply each event once (inbound_events' unique
 // key), and a cursor never moves back (store.SaveCursor).
 //
-// A round reads page after page until the log has no more. The events of
-// a page are applied concurrently across remote objects and in order within
-// one; the cursor moves past a page only once every event of it is
-// committed. A page the provider refuses (401, 429, 5xx) or an event that
+// A round reads page after page until the log has no more, in batches of
+// up to Options.Batch changes. The events of a batch are applied
+// concurrently across remote objects and in order within one; the cursor
+// moves past a batch only once every event of it is committed. A page the provider refuses (401, 429, 5xx) or an event that
 // cannot be applied (MySQL down) ends the round with the cursor where it
 // was; the next round resumes. Events already in inbound_events are skipped
 // with one query per page. A malformed entry is counted, logged and skipped.
@@ -100,8 +100,11 @@ type Options struct {
 	// NoInboundCreate is TANDEM_INBOUND_CREATE=false, as for the webhook.
 	NoInboundCreate bool
 	// Concurrency is how many remote objects' events are applied at once
-	// (16).
+	// (64).
 	Concurrency int
+	// Batch is how many changes are read (page after page) before they are
+	// applied together and the cursor moves past them (1,000).
+	Batch int
 	// Logger (discarded if nil) and Registerer (metrics unregistered if
 	// nil).
 	Logger     *slog.Logger
@@ -135,7 +138,10 @@ func New(st Store, sources []Source, o Options) *Runner {
 		o.Interval = time.Minute
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 16
+		o.Concurrency = 64
+	}
+	if o.Batch <= 0 {
+		o.Batch = 1000
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -234,38 +240,58 @@ func (r *Runner) catchUp(ctx context.Context, s Source, rep *Report) error {
 	}
 	r.setCursor(cur)
 	for ctx.Err() == nil {
-		page, err := s.Log.ReadChanges(ctx, cur.Position)
-		rep.Requests += page.Requests
-		r.m.requests.WithLabelValues(s.Name).Add(float64(page.Requests))
-		if errors.Is(err, integrations.ErrCursorExpired) {
-			return r.expired(ctx, s, cur, err, log)
+		// Read pages until Batch changes are in hand (or the log has no
+		// more), apply them together, then move the cursor past them.
+		var evs []integrations.InboundEvent
+		var last integrations.ChangePage
+		position, pages := cur.Position, 0
+		var readErr error
+		for len(evs) < r.o.Batch {
+			page, err := s.Log.ReadChanges(ctx, position)
+			rep.Requests += page.Requests
+			r.m.requests.WithLabelValues(s.Name).Add(float64(page.Requests))
+			if err != nil {
+				readErr = err
+				break
+			}
+			for _, sk := range page.Skipped {
+				r.count(s.Name, "malformed", rep)
+				log.Warn("catch-up skipped a change it cannot read", "event_id", sk.ID, "reason", sk.Reason)
+			}
+			evs = append(evs, page.Events...)
+			last, position = page, page.Next
+			pages++
+			if !page.More {
+				break
+			}
 		}
-		if err != nil {
+		if pages > 0 {
+			// What was read before a refused page is applied and kept.
+			if err := r.apply(ctx, s, evs, rep, log); err != nil {
+				r.m.rounds.WithLabelValues(s.Name, "failed").Inc()
+				return err
+			}
+			next := store.Cursor{Provider: s.Name, Position: last.Next, ReadThrough: last.ReadThrough, NewestAt: newest(evs)}
+			if _, err := r.st.SaveCursor(ctx, next); err != nil {
+				r.m.rounds.WithLabelValues(s.Name, "failed").Inc()
+				return err
+			}
+			if c, err := r.st.Cursor(ctx, s.Name); err == nil {
+				cur = c
+			} else {
+				cur = next
+			}
+			r.setCursor(cur)
+			log.Debug("catch-up batch", "pages", pages, "events", len(evs), "more", last.More, "cursor", last.Next)
+		}
+		if pages == 0 && errors.Is(readErr, integrations.ErrCursorExpired) {
+			return r.expired(ctx, s, cur, readErr, log)
+		}
+		if readErr != nil {
 			r.m.rounds.WithLabelValues(s.Name, "failed").Inc()
-			return err
+			return readErr
 		}
-		for _, sk := range page.Skipped {
-			r.count(s.Name, "malformed", rep)
-			log.Warn("catch-up skipped a change it cannot read", "event_id", sk.ID, "reason", sk.Reason)
-		}
-		if err := r.apply(ctx, s, page.Events, rep, log); err != nil {
-			r.m.rounds.WithLabelValues(s.Name, "failed").Inc()
-			return err
-		}
-		next := store.Cursor{Provider: s.Name, Position: page.Next, ReadThrough: page.ReadThrough, NewestAt: newest(page.Events)}
-		if _, err := r.st.SaveCursor(ctx, next); err != nil {
-			r.m.rounds.WithLabelValues(s.Name, "failed").Inc()
-			return err
-		}
-		if c, err := r.st.Cursor(ctx, s.Name); err == nil {
-			cur = c
-		} else {
-			cur = next
-		}
-		r.setCursor(cur)
-		log.Debug("catch-up page", "events", len(page.Events), "skipped", len(page.Skipped), "requests", page.Requests,
-			"more", page.More, "cursor", page.Next)
-		if !page.More {
+		if !last.More {
 			break
 		}
 	}
