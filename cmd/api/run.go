@@ -93,6 +93,9 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	app := api.New(st, st, api.Config{Tokens: cfg.APITokens, Providers: cfg.Providers, Limits: httpLimits(cfg.HTTP)}, log, reg,
 		ops.Check{Name: "mysql", Fn: st.Ping},
 		ops.Check{Name: "rabbitmq", Fn: conn.Healthy, Soft: true})
+	if cfg.Pprof {
+		ops.MountPprof(app)
+	}
 
 	log.Info("listening", "addr", cfg.APIAddr, "relay", *runRelay)
 	serveErr := ops.Serve(ctx, app, cfg.APIAddr, cfg.Shutdown)

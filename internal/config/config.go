@@ -50,6 +50,9 @@ type Config struct {
 	// LinkByEmail is TANDEM_LINK_BY_EMAIL: before creating a remote
 	// object, link the single live untagged one with the user's email.
 	LinkByEmail bool
+	// Pprof is TANDEM_PPROF: serve net/http/pprof under /debug/pprof/ on
+	// the process's operations port (off by default: no token guards it).
+	Pprof bool
 
 	k *koanf.Koanf
 }
@@ -100,6 +103,7 @@ var defaults = map[string]any{
 	"providers":              "stripe",
 	"inbound_create":         "true",
 	"link_by_email":          "true",
+	"pprof":                  "false",
 	"provider":               "",
 	"max_attempts":           "10",
 	"retry_tiers":            "1s,10s,1m,10m",
@@ -174,6 +178,7 @@ func Load(environ []string, providers []string) (*Config, error) {
 	c.Providers = splitList(strings.ToLower(k.String("providers")))
 	c.InboundCreate = c.boolean("inbound_create", &errs)
 	c.LinkByEmail = c.boolean("link_by_email", &errs)
+	c.Pprof = c.boolean("pprof", &errs)
 	c.Provider = strings.ToLower(strings.TrimSpace(k.String("provider")))
 	c.LogLevel = strings.ToLower(k.String("log_level"))
 	c.MaxAttempts = c.positiveInt("max_attempts", &errs)
