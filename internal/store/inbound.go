@@ -416,6 +416,37 @@ type inboundTx struct {
 	// announced: an outbox row was written (a link asks for a push).
 	announced bool
 	payload   bool // keep the payload in inbound_events
+	// wrote: the transaction wrote a link (writeLink).
+	wrote bool
+	// echoOnly: the event is an echo of Tandem's own request, not recorded
+	// in inbound_events unless it writes something (see pureEcho).
+	echoOnly bool
+}
+
+// pureEcho reports the outcomes an echo of Tandem's own request ends with
+// when it changes nothing. Such an echo is not recorded in inbound_events:
+// the record is what makes a redelivery a duplicate, and a redelivered echo
+// is recognised as an echo again (the event itself says Tandem caused it)
+// and again changes nothing. Real events are always recorded first.
+func pureEcho(o InboundOutcome) bool {
+	return o == InboundEcho || o == InboundIgnoredUnknown
+}
+
+// echoCovered reports whether an echo of Tandem's own request (to the
+// remote object l links, locked) tells Tandem nothing its link does not
+// hold: the link's last applied event is not older, or the echo is not
+// later than the provider's clock at Tandem's last confirmed push
+// (pushed_remote_at, whole seconds) and no push's outcome is unknown. Then
+// its time need not be written as the link's last_inbound_at: an event
+// older than it is either stale already or may predate that push, and is
+// settled by re-reading the object (rule 7 of ApplyInbound).
+func (t *inboundTx) echoCovered(l Link) bool {
+	at := t.ev.OccurredAt
+	if l.LastInboundAt != nil && !at.After(l.LastInboundAt.UTC()) {
+		return true
+	}
+	return l.AttemptHash == nil && l.PushedRemoteAt != nil &&
+		at.Before(l.PushedRemoteAt.UTC().Truncate(RemoteClockResolution).Add(RemoteClockResolution))
 }
 
 func (s *Store) applyInbound(ctx context.Context, provider string, ev InboundChange, re *refetched) (InboundResult, error) {
@@ -438,13 +469,24 @@ func (s *Store) applyInbound(ctx context.Context, provider string, ev InboundCha
 		if found {
 			userID = &l.UserID
 		}
-		err = tx.Exec(`INSERT INTO inbound_events (provider, event_id, event_type, user_id, outcome, occurred_at, received_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`, provider, ev.EventID, ev.EventType, userID, string(InboundApplied), ev.OccurredAt, t.now).Error
-		if err != nil {
-			if errors.Is(translate(err), ErrConflict) {
-				return duplicate
+		record := func(outcome InboundOutcome, userID *string, detail *string) error {
+			err := tx.Exec(`INSERT INTO inbound_events (provider, event_id, event_type, user_id, outcome, detail, occurred_at, received_at)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, provider, ev.EventID, ev.EventType, userID, string(outcome), detail, ev.OccurredAt, t.now).Error
+			if err != nil {
+				if errors.Is(translate(err), ErrConflict) {
+					return duplicate
+				}
+				return fmt.Errorf("recording event: %w", translate(err))
 			}
-			return fmt.Errorf("recording event: %w", translate(err))
+			return nil
+		}
+		// An echo of Tandem's own request is recorded only if it writes
+		// something (see pureEcho); every other event is recorded first.
+		echoFirst := ev.Echo && !ev.OccurredAt.After(t.now.Add(InboundFutureAllowance))
+		if echoFirst {
+			t.echoOnly = true
+		} else if err := record(InboundApplied, userID, nil); err != nil {
+			return err
 		}
 		switch {
 		case ev.OccurredAt.After(t.now.Add(InboundFutureAllowance)):
@@ -458,6 +500,28 @@ func (s *Store) applyInbound(ctx context.Context, provider string, ev InboundCha
 		}
 		if err != nil {
 			return err
+		}
+		if echoFirst {
+			res, announced = t.res, t.announced
+			if pureEcho(t.res.Outcome) && !t.wrote && !t.announced {
+				return nil // nothing written, nothing to record (a redelivery is an echo again)
+			}
+			var uid, detail *string
+			if t.res.UserID != "" {
+				uid = &t.res.UserID
+			}
+			if t.res.Detail != "" {
+				detail = &t.res.Detail
+			}
+			if err := record(t.res.Outcome, uid, detail); err != nil {
+				return err
+			}
+			if t.payload && ev.Payload != nil {
+				if err := tx.Exec("UPDATE inbound_events SET payload = ? WHERE provider = ? AND event_id = ?", ev.Payload, provider, ev.EventID).Error; err != nil {
+					return fmt.Errorf("recording outcome: %w", translate(err))
+				}
+			}
+			return nil
 		}
 		if t.res.Outcome != InboundApplied || userID == nil || t.res.UserID != *userID || t.res.Detail != "" || t.payload {
 			set := map[string]any{"outcome": string(t.res.Outcome), "user_id": nil}
@@ -498,6 +562,7 @@ func (t *inboundTx) outcome(o InboundOutcome, userID, detail string) error {
 // its outcome over this change (see Store.Sync).
 func (t *inboundTx) writeLink(userID string, set map[string]any, fence ...bool) error {
 	set["updated_at"] = t.now
+	t.wrote = true
 	// FORCE INDEX: on a small table MariaDB may otherwise scan the
 	// (provider, remote_id) index and lock other links' entries there.
 	var q strings.Builder
