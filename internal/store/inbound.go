@@ -282,6 +282,15 @@ func (s *Store) ApplyInbound(ctx context.Context, provider string, ev InboundCha
 	if len(ev.UserID) > 36 || !printableASCII(ev.UserID) {
 		ev.UserID = "" // not an id Tandem made: no user is tagged
 	}
+	if ev.Echo && !ev.OccurredAt.After(s.clock().Add(InboundFutureAllowance)) {
+		res, ok, err := s.echoWithoutWrite(ctx, provider, ev)
+		if err != nil {
+			return InboundResult{}, fmt.Errorf("applying %s event %s: %w", provider, ev.EventID, err)
+		}
+		if ok {
+			return res, nil
+		}
+	}
 	var re *refetched
 	release := func() {}
 	defer func() { release() }()
@@ -421,6 +430,44 @@ type inboundTx struct {
 	// echoOnly: the event is an echo of Tandem's own request, not recorded
 	// in inbound_events unless it writes something (see pureEcho).
 	echoOnly bool
+}
+
+// echoWithoutWrite settles an echo of Tandem's own request that writes
+// nothing, with plain reads and no transaction: the echo of an object no
+// link holds yet (a create the worker has not recorded: it records the
+// object) or that its tag's user is linked to another object
+// (InboundIgnoredUnknown), and the echo a link already covers (echoCovered:
+// pushed_remote_at and last_inbound_at only grow, so a later read would
+// decide the same). ok is false when the echo must go through the locked
+// path (it may record its time on the link).
+func (s *Store) echoWithoutWrite(ctx context.Context, provider string, ev InboundChange) (InboundResult, bool, error) {
+	var links []Link
+	if err := s.db.WithContext(ctx).Where("provider = ? AND remote_id = ?", provider, ev.RemoteID).Limit(2).Find(&links).Error; err != nil {
+		return InboundResult{}, false, fmt.Errorf("reading link: %w", translate(err))
+	}
+	t := &inboundTx{s: s, provider: provider, ev: ev}
+	switch {
+	case len(links) == 1:
+		if !t.echoCovered(links[0]) {
+			return InboundResult{}, false, nil
+		}
+		return InboundResult{Outcome: InboundEcho, UserID: links[0].UserID, Detail: "caused by a request of Tandem's"}, true, nil
+	case len(links) > 1:
+		return InboundResult{}, false, nil
+	case ev.UserID == "":
+		return InboundResult{Outcome: InboundIgnoredUnknown, Detail: "no user is linked to this remote object"}, true, nil
+	}
+	if err := s.db.WithContext(ctx).Where("user_id = ? AND provider = ?", ev.UserID, provider).Limit(1).Find(&links).Error; err != nil {
+		return InboundResult{}, false, fmt.Errorf("reading link: %w", translate(err))
+	}
+	switch {
+	case len(links) == 0 || links[0].RemoteID == nil:
+		return InboundResult{Outcome: InboundEcho, UserID: ev.UserID, Detail: "caused by a request of Tandem's (the worker records the object)"}, true, nil
+	case *links[0].RemoteID == ev.RemoteID:
+		return InboundResult{}, false, nil // linked since the first read: look again, locked
+	}
+	return InboundResult{Outcome: InboundIgnoredUnknown,
+		Detail: fmt.Sprintf("tagged with user %s, who is linked to %s", ev.UserID, *links[0].RemoteID)}, true, nil
 }
 
 // pureEcho reports the outcomes an echo of Tandem's own request ends with
