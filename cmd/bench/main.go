@@ -89,7 +89,12 @@ func run(ctx context.Context, args []string) error {
 
 	var rows []bench.Row
 	if slices.Contains(want, "api") {
-		r, err := bench.APIWrites(ctx, bench.APIOptions{MySQLDSN: *dsn, Concurrency: cs, Warmup: *warm, Duration: *dur, Log: os.Stderr})
+		vhost, drop, err := bench.Vhost(*mgmt, *amqpURL)
+		if err != nil {
+			return err
+		}
+		r, err := bench.APIWrites(ctx, bench.APIOptions{MySQLDSN: *dsn, AMQPURL: vhost, Concurrency: cs, Warmup: *warm, Duration: *dur, Log: os.Stderr})
+		drop()
 		if err != nil {
 			return err
 		}

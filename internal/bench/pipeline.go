@@ -158,7 +158,7 @@ func Pipeline(ctx context.Context, o PipelineOptions) ([]PipelineStep, error) {
 	procs["sandbox"] = sb
 
 	r := &pipelineRun{o: o, base: "http://" + apiAddr, token: token, sandbox: "http://" + sbAddr, stats: stats,
-		procs: procs, addrs: map[string]string{"api": apiAddr, "webhook": webhookAddr, "worker": workerAddr}, client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}, Timeout: 30 * time.Second}}
+		procs: procs, addrs: map[string]string{"api": apiAddr, "webhook": webhookAddr, "worker": workerAddr}, client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 100, MaxConnsPerHost: 100}, Timeout: 30 * time.Second}}
 	var steps []PipelineStep
 	for _, rate := range o.Rates {
 		fmt.Fprintf(o.Log, "pipeline: %d creates/s for %s\n", rate, o.Step)
