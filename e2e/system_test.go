@@ -58,6 +58,9 @@ type options struct {
 	// in this process, delivering Outbound Messages to the webhook, and one
 	// worker -provider salesforce.
 	salesforce bool
+	// env is added to every process's environment, after the defaults
+	// (e.g. TANDEM_CATCHUP_INTERVAL=1s: catch-up is off by default).
+	env []string
 }
 
 // system is one Tandem deployment for one test: its own database, vhost
@@ -79,6 +82,7 @@ type system struct {
 	workers []*process
 	client  *apiClient
 	inspect *amqp.Connection
+	env     []string // the processes' common environment (tandemctl runs with it)
 }
 
 // newSystem starts a whole system for t and stops it when t ends. On
@@ -163,6 +167,8 @@ func newSystem(t *testing.T, opts options) *system {
 	if opts.salesforce {
 		env = append(env, s.startSalesforce(t, webhookAddr)...)
 	}
+	env = append(env, opts.env...)
+	s.env = env
 	dir := t.TempDir()
 	s.api = &process{name: "api", path: bin("api"), env: env, dir: dir, addr: apiAddr, out: &testutil.SyncBuffer{}}
 	s.webhook = &process{name: "webhook", path: bin("webhook"), env: env, dir: dir, addr: webhookAddr, out: &testutil.SyncBuffer{}}
@@ -261,6 +267,9 @@ func baseEnv(extra ...string) []string {
 		"TANDEM_RELAY_POLL_INTERVAL=100ms",
 		"TANDEM_SHUTDOWN_TIMEOUT=5s",
 		"TANDEM_LOG_LEVEL="+logLevel(),
+		// Catch-up's rounds would show as activity in watchQuiet: on only
+		// where a test turns it on (options.env).
+		"TANDEM_CATCHUP_INTERVAL=0",
 		"STRIPE_SECRET_KEY="+stripeKey,
 		"STRIPE_WEBHOOK_SECRET="+webhookSecret,
 		"STRIPE_RATE_LIMIT=1000",

@@ -54,7 +54,7 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 		}
 		log.Info("schema migrated")
 	}
-	st, err := store.Open(ctx, cfg.MySQLDSN, store.Options{})
+	st, err := store.Open(ctx, cfg.MySQLDSN, store.Options{History: store.HistoryOptions{Off: !cfg.History}})
 	if err != nil {
 		return err
 	}
@@ -89,12 +89,17 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 		relayDone <- nil
 	}
 	go pruneIdempotencyKeys(background, st, log)
+	go pruneHistory(background, st, cfg.HistoryRetention, log)
 
 	app := api.New(st, st, api.Config{Tokens: cfg.APITokens, Providers: cfg.Providers, Limits: httpLimits(cfg.HTTP)}, log, reg,
 		ops.Check{Name: "mysql", Fn: st.Ping},
 		ops.Check{Name: "rabbitmq", Fn: conn.Healthy, Soft: true})
 	if cfg.Pprof {
 		ops.MountPprof(app)
+	}
+
+	if err := mountConsole(ctx, app, st, conn, pub, cfg, log); err != nil {
+		return err
 	}
 
 	log.Info("listening", "addr", cfg.APIAddr, "relay", *runRelay)

@@ -47,7 +47,7 @@ func run(ctx context.Context, args []string) error {
 	dsn := fs.String("mysql", envOr("TANDEM_BENCH_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/"), "MySQL server DSN (its database name is replaced)")
 	amqpURL := fs.String("amqp", envOr("TANDEM_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ server (a scratch vhost is created per stage)")
 	mgmt := fs.String("rabbit-api", envOr("TANDEM_BENCH_RABBIT_API", "http://guest:guest@127.0.0.1:15672"), "RabbitMQ management API")
-	stages := fs.String("stages", "api,relay,worker,webhook,processes,backfill,pipeline", "comma-separated stages to run")
+	stages := fs.String("stages", "api,relay,worker,webhook,catchup,processes,import,backfill,reconcile,pipeline", "comma-separated stages to run")
 	conc := fs.String("c", "32,64", "comma-separated concurrencies for the API stage")
 	dur := fs.Duration("duration", 5*time.Second, "measured time per API run")
 	warm := fs.Duration("warmup", time.Second, "warm-up before each measured API run")
@@ -126,6 +126,13 @@ func run(ctx context.Context, args []string) error {
 		}
 		rows = append(rows, r...)
 	}
+	if slices.Contains(want, "catchup") {
+		r, err := catchupStage(ctx, *dsn)
+		if err != nil {
+			return fmt.Errorf("catchup stage: %w", err)
+		}
+		rows = append(rows, r...)
+	}
 	if slices.Contains(want, "processes") {
 		vhost, drop, err := bench.Vhost(*mgmt, *amqpURL)
 		if err != nil {
@@ -138,10 +145,24 @@ func run(ctx context.Context, args []string) error {
 		}
 		rows = append(rows, r...)
 	}
+	if slices.Contains(want, "import") {
+		r, err := bench.Import(ctx, bench.ImportOptions{MySQLDSN: *dsn, Log: os.Stderr})
+		if err != nil {
+			return fmt.Errorf("import stage: %w", err)
+		}
+		rows = append(rows, r...)
+	}
 	if slices.Contains(want, "backfill") {
 		r, err := bench.Backfill(ctx, bench.BackfillOptions{MySQLDSN: *dsn, Users: *backfillUsers, Log: os.Stderr})
 		if err != nil {
 			return fmt.Errorf("backfill stage: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if slices.Contains(want, "reconcile") {
+		r, err := bench.Reconcile(ctx, bench.ReconcileOptions{MySQLDSN: *dsn, Log: os.Stderr})
+		if err != nil {
+			return fmt.Errorf("reconcile stage: %w", err)
 		}
 		rows = append(rows, r...)
 	}

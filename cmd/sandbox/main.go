@@ -1,7 +1,9 @@
 // Command sandbox runs the local Stripe sandbox: a stateful stand-in for
 // Stripe's API (point STRIPE_API_BASE at it) that delivers signed webhooks to
 // Tandem's webhook, with a small dashboard at /_sandbox/ to edit customers.
-// `make run` starts it when no STRIPE_SECRET_KEY is set.
+// `make run` starts it when no STRIPE_SECRET_KEY is set. TANDEM_SANDBOX_HISTORY
+// (default sandbox.HistoryLimit) bounds the requests, events, idempotency
+// keys and delivery attempts it remembers.
 package main
 
 import (
@@ -13,9 +15,11 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/tandem-sync/tandem/internal/fakes/stripefake"
 	"github.com/tandem-sync/tandem/internal/ops"
 	"github.com/tandem-sync/tandem/internal/sandbox"
 )
@@ -47,11 +51,23 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		return def
 	}
 	log := ops.NewLogger(stdout, "info").With("process", "sandbox")
+	// TANDEM_SANDBOX_HISTORY: how many requests, events (GET /v1/events),
+	// idempotency keys and delivery attempts are remembered.
+	history := sandbox.HistoryLimit
+	if v := getenv("TANDEM_SANDBOX_HISTORY"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("TANDEM_SANDBOX_HISTORY %q: want a positive number", v)
+		}
+		history = n
+	}
 	sb := sandbox.New(sandbox.Config{
 		APIKey:        or("STRIPE_SECRET_KEY", DefaultKey),
 		WebhookURL:    or("TANDEM_SANDBOX_WEBHOOK_URL", DefaultWebhookURL),
 		WebhookSecret: or("STRIPE_WEBHOOK_SECRET", DefaultWebhookSecret),
 		Logger:        log,
+		Fake: stripefake.Options{MaxRequests: history, MaxEvents: history, MaxIdempotencyKeys: history,
+			MaxDeliveryAttempts: history},
 	})
 	defer sb.Close()
 	ln, err := net.Listen("tcp", or("TANDEM_SANDBOX_ADDR", DefaultAddr))

@@ -23,7 +23,7 @@ func backfillCommand() command {
 		setup: func(fs *flag.FlagSet) func(context.Context, *env) error {
 			provider := fs.String("provider", "", "the provider to backfill (required)")
 			dryRun := fs.Bool("dry-run", false, "print the plan (link N, create M, ambiguous K) and change nothing")
-			concurrency := fs.Int("concurrency", 8, "users pushed at once (the provider's rate limit bounds the rate)")
+			concurrency := fs.Int("concurrency", 16, "users pushed at once (the provider's rate limit bounds the rate)")
 			return func(ctx context.Context, e *env) error {
 				if len(e.args) > 0 {
 					return usagef("unexpected argument %q", e.args[0])
@@ -188,8 +188,8 @@ func backfill(ctx context.Context, e *env, name string, dryRun bool, concurrency
 				default:
 					rep.Skipped++
 				}
-				mu.Unlock()
 				_ = bar.Add(1)
+				mu.Unlock()
 			}
 		}()
 	}
@@ -200,8 +200,8 @@ feed:
 			// write until an operator resolves it.
 			mu.Lock()
 			rep.Conflicts = append(rep.Conflicts, backfillConflict{UserID: pl.UserID, Candidates: pl.conflict})
-			mu.Unlock()
 			_ = bar.Add(1)
+			mu.Unlock()
 			continue
 		}
 		select {

@@ -14,6 +14,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/tandem-sync/tandem/internal/broker"
 	"github.com/tandem-sync/tandem/internal/config"
 	"github.com/tandem-sync/tandem/internal/factory"
 	"github.com/tandem-sync/tandem/internal/integrations"
@@ -42,7 +43,12 @@ type command struct {
 func commands() []command {
 	return []command{
 		// One line per command; each lives in its own file.
+		importCommand(),
 		backfillCommand(),
+		reconcileCommand(),
+		statusCommand(),
+		dlqCommand(),
+		resyncCommand(),
 	}
 }
 
@@ -70,6 +76,8 @@ type env struct {
 	log       *slog.Logger // JSON lines on stderr, at TANDEM_LOG_LEVEL
 
 	st      *store.Store
+	conn    *broker.Conn
+	pub     *broker.Publisher
 	closers []func()
 }
 
@@ -160,7 +168,7 @@ func (e *env) store(ctx context.Context) (*store.Store, error) {
 	if e.st != nil {
 		return e.st, nil
 	}
-	st, err := store.Open(ctx, e.cfg.MySQLDSN, store.Options{})
+	st, err := store.Open(ctx, e.cfg.MySQLDSN, store.Options{History: store.HistoryOptions{Off: !e.cfg.History}})
 	if err != nil {
 		return nil, err
 	}
@@ -191,14 +199,32 @@ func (e *env) terminal() bool {
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }
 
+// progressBar is what commands do with a progress bar.
+type progressBar interface {
+	Add(n int) error
+	Set(n int) error
+	Finish() error
+}
+
+// quietBar is the progress bar off a terminal: nothing at all (the
+// library's silent bar still runs a goroutine of its own).
+type quietBar struct{}
+
+func (quietBar) Add(int) error { return nil }
+func (quietBar) Set(int) error { return nil }
+func (quietBar) Finish() error { return nil }
+
 // progress returns a progress bar with an ETA on stderr when it is a
-// terminal, and a silent one otherwise (a script, a pipe, a test). total -1
-// means unknown.
-func (e *env) progress(total int64, desc string) *progressbar.ProgressBar {
+// terminal, and one that shows nothing otherwise (a script, a pipe, a
+// test). total -1 means unknown. Use it from one goroutine. On a terminal
+// the spinner of an unknown total turns on each update: progressbar's own
+// spinner goroutine reads the bar without its lock (a data race).
+func (e *env) progress(total int64, desc string) progressBar {
 	if !e.terminal() {
-		return progressbar.DefaultSilent(total, desc)
+		return quietBar{}
 	}
 	return progressbar.NewOptions64(total,
+		progressbar.OptionSetSpinnerChangeInterval(0),
 		progressbar.OptionSetWriter(e.stderr),
 		progressbar.OptionSetDescription(desc),
 		progressbar.OptionShowCount(),

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tandem-sync/tandem/internal/catchup"
 	"github.com/tandem-sync/tandem/internal/config"
 	"github.com/tandem-sync/tandem/internal/factory"
 	"github.com/tandem-sync/tandem/internal/integrations"
@@ -50,12 +51,30 @@ func pruneInbound(ctx context.Context, st *store.Store, r store.InboundRetention
 	}
 }
 
+// newCatchup returns the catch-up of the receivers that keep a change log,
+// or nil when TANDEM_CATCHUP_INTERVAL is 0 or none does.
+func newCatchup(cfg *config.Config, receivers map[string]integrations.WebhookReceiver, st *store.Store, log *slog.Logger, reg prometheus.Registerer) *catchup.Runner {
+	if cfg.CatchupInterval <= 0 {
+		log.Info("catch-up is off (TANDEM_CATCHUP_INTERVAL=0): changes whose webhook is lost are not applied")
+		return nil
+	}
+	sources, without := catchup.Sources(receivers)
+	if len(without) > 0 {
+		log.Info("providers without a change log are not caught up", "providers", without)
+	}
+	if len(sources) == 0 {
+		return nil
+	}
+	return catchup.New(st, sources, catchup.Options{Interval: cfg.CatchupInterval, NoInboundCreate: !cfg.InboundCreate,
+		Logger: log, Registerer: reg})
+}
+
 // run reads the configuration, builds the enabled providers and keeps those
 // that receive webhooks (a missing webhook secret is an error naming its
 // variable), opens the store, serves until ctx is cancelled, then shuts down
 // in reverse order. It does not migrate: the api does. It prunes
 // inbound_events (TANDEM_INBOUND_RETENTION, TANDEM_INBOUND_PAYLOAD_RETENTION)
-// while it serves.
+// and runs the catch-up (TANDEM_CATCHUP_INTERVAL) while it serves.
 func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
 	if err := fs.Parse(args); err != nil {
@@ -88,7 +107,7 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 		return errors.New("config: TANDEM_PROVIDERS (" + strings.Join(cfg.Providers, ",") + ") names no provider that receives webhooks")
 	}
 
-	st, err := store.Open(ctx, cfg.MySQLDSN, store.Options{})
+	st, err := store.Open(ctx, cfg.MySQLDSN, store.Options{History: store.HistoryOptions{Off: !cfg.History}})
 	if err != nil {
 		return err
 	}
@@ -102,9 +121,22 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	}()
 	defer func() { stopBackground(); <-pruned }() // before st.Close
 
+	checks := []ops.Check{{Name: "mysql", Fn: st.Ping}}
+	if runner := newCatchup(cfg, receivers, st, log, reg); runner != nil {
+		// The providers' own change logs, every TANDEM_CATCHUP_INTERVAL, one
+		// replica at a time (package catchup).
+		checks = append(checks, ops.Check{Name: "catchup", Fn: runner.Check, Soft: true})
+		caught := make(chan struct{})
+		go func() {
+			defer close(caught)
+			runner.Run(background)
+		}()
+		defer func() { stopBackground(); <-caught }() // before st.Close
+	}
+
 	limits := ops.LimitsFor(cfg.HTTP.MaxConns, cfg.HTTP.MaxConnsPerIP)
 	app := webhook.NewWith(webhook.Options{Limits: limits, NoInboundCreate: !cfg.InboundCreate}, receivers, st, log, reg,
-		ops.Check{Name: "mysql", Fn: st.Ping})
+		checks...)
 	if cfg.Pprof {
 		ops.MountPprof(app)
 	}

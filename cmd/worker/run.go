@@ -61,7 +61,7 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	st, err := store.Open(ctx, cfg.MySQLDSN, store.Options{MaxOpenConns: cfg.Worker.Concurrency + 4})
+	st, err := store.Open(ctx, cfg.MySQLDSN, store.Options{MaxOpenConns: cfg.Worker.Concurrency + 4, History: store.HistoryOptions{Off: !cfg.History}})
 	if err != nil {
 		return err
 	}

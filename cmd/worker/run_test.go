@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -157,11 +158,18 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return s.link(u.ID).Status == store.LinkSynced }, 30*time.Second, 20*time.Millisecond, "%s", out)
 
-	resp, err := http.Get("http://" + addr + "/metrics")
-	require.NoError(t, err)
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.Contains(t, string(body), `tandem_worker_messages_total{outcome="synced",provider="stripe"} 1`)
+	// The message is counted once it is acked, just after the link is
+	// recorded.
+	var body []byte
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return strings.Contains(string(body), `tandem_worker_messages_total{outcome="synced",provider="stripe"} 1`)
+	}, 10*time.Second, 20*time.Millisecond, "the synced message was never counted")
 	require.Contains(t, string(body), `tandem_provider_calls_total{op="upsert",outcome="ok",provider="stripe"} 1`)
 
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))

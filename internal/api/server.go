@@ -37,6 +37,8 @@ type Users interface {
 	UpdateUser(ctx context.Context, id string, p store.Patch, ifMatch int64) (store.User, error)
 	DeleteUser(ctx context.Context, id string, ifMatch int64) (store.User, error)
 	Links(ctx context.Context, userIDs ...string) (map[string][]store.Link, error)
+	History(ctx context.Context, userID string, q store.HistoryQuery) ([]store.HistoryEntry, bool, error)
+	Resync(ctx context.Context, userID, provider string) error
 }
 
 // Idempotency is what the HTTP layer needs to honour Idempotency-Key.
@@ -102,6 +104,8 @@ func New(users Users, idem Idempotency, cfg Config, log *slog.Logger, reg *prome
 	v1.Get("/users/:id", s.getUser)
 	v1.Patch("/users/:id", s.patchUser)
 	v1.Delete("/users/:id", s.deleteUser)
+	v1.Get("/users/:id/history", s.getHistory)
+	v1.Post("/users/:id/sync", s.resync)
 	return app
 }
 

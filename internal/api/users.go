@@ -203,6 +203,9 @@ func (s *Server) listUsers(c *fiber.Ctx) error {
 		// would find another user's address. No valid email has them.
 		return problem(fiber.StatusBadRequest, "bad-email-filter", "email must be printable ASCII, as emails are")
 	}
+	if err := s.syncStatusFilter(c, &q); err != nil {
+		return err
+	}
 	users, more, err := s.users.ListUsers(c.UserContext(), q)
 	if err != nil {
 		return err

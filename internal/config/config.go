@@ -53,6 +53,16 @@ type Config struct {
 	// Pprof is TANDEM_PPROF: serve net/http/pprof under /debug/pprof/ on
 	// the process's operations port (off by default: no token guards it).
 	Pprof bool
+	// CatchupInterval is TANDEM_CATCHUP_INTERVAL: how often cmd/webhook
+	// reads the providers' own change logs (package catchup); 0 turns
+	// catch-up off.
+	CatchupInterval time.Duration
+	// History is TANDEM_HISTORY: record each user's history (changes,
+	// pushes, inbound events) for GET /v1/users/{id}/history and the
+	// console; HistoryRetention (TANDEM_HISTORY_RETENTION) is how long the
+	// api keeps it.
+	History          bool
+	HistoryRetention time.Duration
 
 	k *koanf.Koanf
 }
@@ -104,6 +114,7 @@ var defaults = map[string]any{
 	"inbound_create":         "true",
 	"link_by_email":          "true",
 	"pprof":                  "false",
+	"catchup_interval":       "1m",
 	"provider":               "",
 	"max_attempts":           "10",
 	"retry_tiers":            "1s,10s,1m,10m",
@@ -120,6 +131,11 @@ var defaults = map[string]any{
 	"stripe.rate_limit":      "25",
 	"stripe.api_base":        "",
 	"salesforce.api_version": "v60.0",
+
+	// Users' history (README "Operating Tandem"): recorded by every
+	// process, pruned by cmd/api.
+	"history":           "true",
+	"history_retention": "720h",
 
 	// cmd/webhook's retention of inbound_events (README "Storage").
 	"inbound_retention":         "96h",
@@ -179,6 +195,8 @@ func Load(environ []string, providers []string) (*Config, error) {
 	c.InboundCreate = c.boolean("inbound_create", &errs)
 	c.LinkByEmail = c.boolean("link_by_email", &errs)
 	c.Pprof = c.boolean("pprof", &errs)
+	c.History = c.boolean("history", &errs)
+	c.HistoryRetention = c.duration("history_retention", &errs)
 	c.Provider = strings.ToLower(strings.TrimSpace(k.String("provider")))
 	c.LogLevel = strings.ToLower(k.String("log_level"))
 	c.MaxAttempts = c.positiveInt("max_attempts", &errs)
@@ -193,6 +211,9 @@ func Load(environ []string, providers []string) (*Config, error) {
 			c.Inbound.Retention, MinInboundRetention))
 	}
 	c.Shutdown = c.duration("shutdown_timeout", &errs)
+	if v := strings.TrimSpace(k.String("catchup_interval")); v != "0" {
+		c.CatchupInterval = c.duration("catchup_interval", &errs)
+	}
 	c.Worker.Prefetch = c.positiveInt("worker_prefetch", &errs)
 	c.Worker.Concurrency = c.positiveInt("worker_concurrency", &errs)
 	c.Worker.Lease = c.duration("worker_lease", &errs)

@@ -57,7 +57,7 @@ type Check struct {
 }
 
 // Mount adds GET /healthz (the process is alive), GET /readyz (each check's
-// state, "ok" or "unavailable", the error itself logged; 503 when a check
+// state, "ok" or "unavailable" (or the check's DetailError), the error itself logged; 503 when a check
 // that is not Soft fails) and GET /metrics.
 func Mount(app *fiber.App, reg *prometheus.Registry, checks ...Check) {
 	app.Get("/healthz", func(c *fiber.Ctx) error {
@@ -75,7 +75,7 @@ func Mount(app *fiber.App, reg *prometheus.Registry, checks ...Check) {
 				}
 				// Anyone may call /readyz: the cause (addresses, user
 				// names, driver messages) goes to the log only.
-				out[ch.Name] = "unavailable"
+				out[ch.Name] = publicDetail(err)
 				Logger(c.UserContext(), slog.Default()).Warn("readiness check failed",
 					"check", ch.Name, "soft", ch.Soft, "error", err.Error())
 			} else {

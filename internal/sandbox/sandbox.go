@@ -11,8 +11,22 @@
 //	POST /_sandbox/customers              create one, {email, name, phone} (JSON or a form; JSON may add description and metadata)
 //	POST /_sandbox/customers/{id}         edit one, {email, name, phone}; absent fields are kept (JSON: also description, metadata)
 //	POST /_sandbox/customers/{id}/delete  delete one
-//	POST /_sandbox/faults                 {rate_limit_ratio, server_error_ratio, latency, fail_after_write, expire_idempotency_keys}: API faults ({} turns them off)
-//	POST /_sandbox/delivery               {duplicates, order (per_customer|shuffled|reversed), paused}: webhook delivery
+//
+// With "silent": true in the JSON body (or ?silent=true on a delete) a
+// create, edit or delete sends no event at all, and is not in /v1/events
+// either: the customers of an account from before Tandem was connected, or
+// drift no webhook reported (a lost delivery). Only reading the customers
+// shows them, which is what tandemctl backfill and reconcile do. A create
+// may then also give "created" (Unix seconds in the past). POST
+// /_sandbox/customers also takes a JSON array of such objects and answers
+// with the array of customers made, to seed an account in one call (they
+// are made in order; the first one refused stops the rest and is named in
+// the 400):
+//
+//	curl -s -H 'Content-Type: application/json' localhost:12111/_sandbox/customers \
+//	  -d '[{"email":"old@example.com","name":"Old","silent":true}]'
+//	POST /_sandbox/faults                 {rate_limit_ratio, server_error_ratio, latency, fail_after_write, expire_idempotency_keys, reject_email_domain}: API faults ({} turns them off)
+//	POST /_sandbox/delivery               {duplicates, order (per_customer|shuffled|reversed), paused, drop (0-1: lose that share of deliveries)}: webhook delivery
 //	GET  /_sandbox/stats                  API requests, events and webhook deliveries so far
 //
 // Every POST refuses cross-origin browser requests (403): another site's
@@ -20,7 +34,9 @@
 package sandbox
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"html/template"
 	"io"
 	"log/slog"
@@ -133,6 +149,9 @@ type faultsJSON struct {
 	FailAfterWrite int `json:"fail_after_write,omitempty"`
 	// ExpireIdempotencyKeys forgets every stored key now (Stripe: 24 h).
 	ExpireIdempotencyKeys bool `json:"expire_idempotency_keys,omitempty"`
+	// RejectEmailDomain answers 400 to creates and updates of customers
+	// with an email at this domain: a permanent failure ("" turns it off).
+	RejectEmailDomain string `json:"reject_email_domain,omitempty"`
 }
 
 // faults replaces the injected API faults (stripefake.Server.SetFaults), to
@@ -143,7 +162,7 @@ func (s *Sandbox) faults(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "want JSON {rate_limit_ratio, server_error_ratio, latency}: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	f := stripefake.Faults{RateLimitRatio: in.RateLimitRatio, ServerErrorRatio: in.ServerErrorRatio}
+	f := stripefake.Faults{RateLimitRatio: in.RateLimitRatio, ServerErrorRatio: in.ServerErrorRatio, RejectEmailDomain: in.RejectEmailDomain}
 	if in.Latency != "" {
 		d, err := time.ParseDuration(in.Latency)
 		if err != nil || d < 0 {
@@ -175,6 +194,10 @@ type deliveryJSON struct {
 	Duplicates *int    `json:"duplicates,omitempty"` // extra copies of every event
 	Order      *string `json:"order,omitempty"`      // per_customer, shuffled or reversed
 	Paused     *bool   `json:"paused,omitempty"`     // hold deliveries (events keep queuing)
+	// Drop loses the deliveries of this share of new events (0 to 1): they
+	// are recorded and listed by GET /v1/events, never sent, as when an
+	// endpoint is down for days. Tandem's catch-up finds them.
+	Drop *float64 `json:"drop,omitempty"`
 }
 
 var orders = map[string]stripefake.DeliveryOrder{
@@ -188,7 +211,7 @@ var orders = map[string]stripefake.DeliveryOrder{
 func (s *Sandbox) delivery(w http.ResponseWriter, r *http.Request) {
 	var in deliveryJSON
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&in); err != nil {
-		http.Error(w, "want JSON {duplicates, order, paused}: "+err.Error(), http.StatusBadRequest)
+		http.Error(w, "want JSON {duplicates, order, paused, drop}: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	var order stripefake.DeliveryOrder
@@ -204,8 +227,15 @@ func (s *Sandbox) delivery(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "duplicates: want 0 or more", http.StatusBadRequest)
 		return
 	}
+	if in.Drop != nil && (*in.Drop < 0 || *in.Drop > 1) {
+		http.Error(w, "drop: want a share from 0 to 1", http.StatusBadRequest)
+		return
+	}
 	if in.Duplicates != nil {
 		s.Fake.SetDuplicateDeliveries(*in.Duplicates)
+	}
+	if in.Drop != nil {
+		s.Fake.SetDropDeliveries(*in.Drop)
 	}
 	if in.Order != nil {
 		s.Fake.SetDeliveryOrder(order)
@@ -243,6 +273,8 @@ func (s *Sandbox) stats(w http.ResponseWriter, r *http.Request) {
 type edit struct {
 	Email, Name, Phone, Description *string
 	Metadata                        map[string]string
+	Silent                          bool  // send no event (JSON only)
+	Created                         int64 // a silent create's time, Unix seconds (JSON only)
 }
 
 // apply writes e over c.
@@ -269,23 +301,53 @@ func (e edit) apply(c *stripefake.Customer) {
 	}
 }
 
-func readEdit(r *http.Request) (edit, error) {
-	var e edit
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
-		var in struct {
-			Email       *string           `json:"email"`
-			Name        *string           `json:"name"`
-			Phone       *string           `json:"phone"`
-			Description *string           `json:"description"`
-			Metadata    map[string]string `json:"metadata"`
+// jsonEdit is an edit as JSON.
+type jsonEdit struct {
+	Email       *string           `json:"email"`
+	Name        *string           `json:"name"`
+	Phone       *string           `json:"phone"`
+	Description *string           `json:"description"`
+	Metadata    map[string]string `json:"metadata"`
+	Silent      bool              `json:"silent"`
+	Created     int64             `json:"created"`
+}
+
+func (j jsonEdit) edit() edit {
+	return edit{Email: j.Email, Name: j.Name, Phone: j.Phone, Description: j.Description, Metadata: j.Metadata,
+		Silent: j.Silent, Created: j.Created}
+}
+
+func isJSON(r *http.Request) bool {
+	return strings.HasPrefix(r.Header.Get("Content-Type"), "application/json")
+}
+
+// readEdits reads one edit, or with many a JSON array of them.
+func readEdits(r *http.Request, many bool) ([]edit, bool, error) {
+	if isJSON(r) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+		if err != nil {
+			return nil, false, err
 		}
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&in); err != nil {
-			return e, err
+		if t := bytes.TrimSpace(body); many && len(t) > 0 && t[0] == '[' {
+			var in []jsonEdit
+			if err := json.Unmarshal(t, &in); err != nil {
+				return nil, true, err
+			}
+			out := make([]edit, len(in))
+			for i, j := range in {
+				out[i] = j.edit()
+			}
+			return out, true, nil
 		}
-		return edit{Email: in.Email, Name: in.Name, Phone: in.Phone, Description: in.Description, Metadata: in.Metadata}, nil
+		var in jsonEdit
+		if err := json.Unmarshal(body, &in); err != nil {
+			return nil, false, err
+		}
+		return []edit{in.edit()}, false, nil
 	}
+	var e edit
 	if err := r.ParseForm(); err != nil {
-		return e, err
+		return nil, false, err
 	}
 	for k, p := range map[string]**string{"email": &e.Email, "name": &e.Name, "phone": &e.Phone} {
 		if _, ok := r.PostForm[k]; ok {
@@ -293,7 +355,15 @@ func readEdit(r *http.Request) (edit, error) {
 			*p = &v
 		}
 	}
-	return e, nil
+	return []edit{e}, false, nil
+}
+
+func readEdit(r *http.Request) (edit, error) {
+	es, _, err := readEdits(r, false)
+	if err != nil {
+		return edit{}, err
+	}
+	return es[0], nil
 }
 
 func (s *Sandbox) answer(w http.ResponseWriter, r *http.Request, c any, err error) {
@@ -310,15 +380,38 @@ func (s *Sandbox) answer(w http.ResponseWriter, r *http.Request, c any, err erro
 }
 
 func (s *Sandbox) create(w http.ResponseWriter, r *http.Request) {
-	e, err := readEdit(r)
+	es, many, err := readEdits(r, true)
 	if err != nil {
 		s.answer(w, r, nil, err)
 		return
 	}
-	var c stripefake.Customer
-	e.apply(&c)
-	out, err := s.Fake.DashboardCreate(c)
-	s.answer(w, r, out, err)
+	made := make([]stripefake.Customer, 0, len(es))
+	for i, e := range es {
+		var c stripefake.Customer
+		e.apply(&c)
+		var out stripefake.Customer
+		if e.Silent {
+			if e.Created > 0 {
+				c.Created = time.Unix(e.Created, 0).UTC()
+			}
+			out, err = s.Fake.SilentCreate(c)
+		} else {
+			out, err = s.Fake.DashboardCreate(c)
+		}
+		if err != nil {
+			if many {
+				err = fmt.Errorf("customer %d of %d (none after it made): %w", i+1, len(es), err)
+			}
+			s.answer(w, r, nil, err)
+			return
+		}
+		made = append(made, out)
+	}
+	if many {
+		s.answer(w, r, made, nil)
+		return
+	}
+	s.answer(w, r, made[0], nil)
 }
 
 func (s *Sandbox) update(w http.ResponseWriter, r *http.Request) {
@@ -327,12 +420,28 @@ func (s *Sandbox) update(w http.ResponseWriter, r *http.Request) {
 		s.answer(w, r, nil, err)
 		return
 	}
-	out, err := s.Fake.DashboardUpdate(r.PathValue("id"), e.apply)
+	var out stripefake.Customer
+	if e.Silent {
+		out, err = s.Fake.SilentUpdate(r.PathValue("id"), e.apply)
+	} else {
+		out, err = s.Fake.DashboardUpdate(r.PathValue("id"), e.apply)
+	}
 	s.answer(w, r, out, err)
 }
 
 func (s *Sandbox) delete(w http.ResponseWriter, r *http.Request) {
-	err := s.Fake.DashboardDelete(r.PathValue("id"))
+	silent := r.URL.Query().Get("silent") == "true"
+	if isJSON(r) {
+		if e, err := readEdit(r); err == nil {
+			silent = silent || e.Silent
+		}
+	}
+	var err error
+	if silent {
+		err = s.Fake.SilentDelete(r.PathValue("id"))
+	} else {
+		err = s.Fake.DashboardDelete(r.PathValue("id"))
+	}
 	s.answer(w, r, map[string]any{"id": r.PathValue("id"), "deleted": err == nil}, err)
 }
 

@@ -174,6 +174,10 @@ type InboundResult struct {
 	Detail  string // why, for outcomes other than applied, unchanged, created, linked, deleted
 	// Refetched reports that the remote object was re-read (refetch called).
 	Refetched bool
+	// quiet: an echo of Tandem's own request that wrote nothing, recorded
+	// nowhere (not in inbound_events, nor in the user's history, which
+	// has the push it echoes).
+	quiet bool
 }
 
 // errNeedRefetch asks ApplyInbound to roll back, re-read the remote object
@@ -288,7 +292,7 @@ func (s *Store) ApplyInbound(ctx context.Context, provider string, ev InboundCha
 			return InboundResult{}, fmt.Errorf("applying %s event %s: %w", provider, ev.EventID, err)
 		}
 		if ok {
-			return res, nil
+			return res, nil // quiet: recorded nowhere
 		}
 	}
 	var re *refetched
@@ -317,6 +321,9 @@ func (s *Store) ApplyInbound(ctx context.Context, provider string, ev InboundCha
 			return InboundResult{}, fmt.Errorf("applying %s event %s: %w", provider, ev.EventID, err)
 		}
 		res.Refetched = re != nil
+		if !res.quiet {
+			s.recordInbound(provider, ev, res)
+		}
 		return res, nil
 	}
 }
@@ -551,6 +558,7 @@ func (s *Store) applyInbound(ctx context.Context, provider string, ev InboundCha
 		if echoFirst {
 			res, announced = t.res, t.announced
 			if pureEcho(t.res.Outcome) && !t.wrote && !t.announced {
+				res.quiet = true
 				return nil // nothing written, nothing to record (a redelivery is an echo again)
 			}
 			var uid, detail *string

@@ -134,12 +134,15 @@ func (s *Store) Sync(ctx context.Context, userID, provider string, ttl time.Dura
 			}
 			continue
 		}
+		began := time.Now()
 		up, pushErr := push(ctx, u, l, seq)
+		took := time.Since(began)
 		// Record even when ctx is over (a SIGTERM during the push): the
 		// outcome must not be lost.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		err = s.record(rctx, l, seq, owner, p.Attempt, up)
 		cancel()
+		s.recordPush(userID, provider, p.Attempt.Version, up, pushErr, err, took)
 		if err != nil {
 			return fmt.Errorf("syncing user %s to %s: %w", userID, provider, err)
 		}
@@ -428,5 +431,6 @@ func (s *Store) FailLink(ctx context.Context, userID, provider, reason string) e
 	if res.RowsAffected == 0 {
 		return fmt.Errorf("marking the link of user %s to %s failed: %w", userID, provider, ErrNotFound)
 	}
+	s.addHistory(HistoryEntry{UserID: userID, Kind: HistoryPush, Provider: provider, Outcome: LinkFailed, Error: reason})
 	return nil
 }

@@ -263,6 +263,8 @@ var migrationApplied = map[uint]func(ctx context.Context, db *sql.DB) (bool, err
 	9: func(ctx context.Context, db *sql.DB) (bool, error) {
 		return indexExists(ctx, db, "inbound_events", "inbound_events_payload")
 	},
+	11: func(ctx context.Context, db *sql.DB) (bool, error) { return tableExists(ctx, db, "provider_cursors") },
+	12: func(ctx context.Context, db *sql.DB) (bool, error) { return tableExists(ctx, db, "sync_history") },
 }
 
 // copyingMigrations are the migrations that copy a whole table (MariaDB

@@ -56,6 +56,7 @@ func (s *Store) Resync(ctx context.Context, userID, provider string) error {
 	})
 	if err == nil {
 		s.notify()
+		s.addHistory(HistoryEntry{UserID: userID, Kind: HistoryResync, Provider: provider})
 	}
 	return err
 }

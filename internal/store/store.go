@@ -44,6 +44,8 @@ type Store struct {
 	sql *sql.DB
 	now func() time.Time
 
+	history *historyWriter // nil: history off
+
 	// committed is called (if set) after a transaction that wrote outbox
 	// rows commits; the relay uses it to wake at once.
 	committed func()
@@ -55,6 +57,8 @@ type Options struct {
 	MaxOpenConns int
 	// Now overrides the clock (tests).
 	Now func() time.Time
+	// History says how the users' history is recorded (on by default).
+	History HistoryOptions
 }
 
 // Open connects to MySQL with dsn (a go-sql-driver DSN). It sets
@@ -100,6 +104,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		sqlDB.Close()
 		return nil, fmt.Errorf("store: connecting to MySQL: %w", err)
 	}
+	s.startHistory(opts.History)
 	return s, nil
 }
 
@@ -151,8 +156,12 @@ func (s *Store) Ping(ctx context.Context) error { return s.sql.PingContext(ctx) 
 // DB exposes the underlying pool (benchmarks, tests).
 func (s *Store) DB() *sql.DB { return s.sql }
 
-// Close closes the connection pool.
-func (s *Store) Close() error { return s.sql.Close() }
+// Close writes the history entries still queued (for at most 5 s) and
+// closes the connection pool.
+func (s *Store) Close() error {
+	s.stopHistory()
+	return s.sql.Close()
+}
 
 func (s *Store) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
 

@@ -178,6 +178,7 @@ func (s *Store) CreateUser(ctx context.Context, in NewUser, save *SaveResponse) 
 		return User{}, fmt.Errorf("creating user: %w", err)
 	}
 	s.notify()
+	s.recordChange(u, OriginAPI, EventUserCreated)
 	return u, nil
 }
 
@@ -236,6 +237,7 @@ func (s *Store) UpdateUser(ctx context.Context, id string, p Patch, ifMatch int6
 	}
 	if changed {
 		s.notify()
+		s.recordChange(out, OriginAPI, EventUserUpdated)
 	}
 	return out, nil
 }
@@ -271,6 +273,7 @@ func (s *Store) DeleteUser(ctx context.Context, id string, ifMatch int64) (User,
 		return out, fmt.Errorf("deleting user %s: %w", id, err)
 	}
 	s.notify()
+	s.recordChange(out, OriginAPI, EventUserDeleted)
 	return out, nil
 }
 
@@ -343,7 +346,12 @@ func (s *Store) GetUser(ctx context.Context, id string) (User, error) {
 type ListQuery struct {
 	After string // return ids greater than this ("" = from the start)
 	Email string // exact, case-insensitive match ("" = any)
-	Limit int
+	// SyncStatus, with Provider, keeps the users whose link to Provider has
+	// this status (LinkFailed, LinkConflict or LinkPending; a user with no
+	// link yet is pending). "" = any.
+	SyncStatus string
+	Provider   string
+	Limit      int
 }
 
 // ListUsers returns up to q.Limit live users with id > q.After, ordered by
@@ -355,6 +363,15 @@ func (s *Store) ListUsers(ctx context.Context, q ListQuery) ([]User, bool, error
 	}
 	if q.Email != "" {
 		db = db.Where("live_email = LOWER(?)", q.Email)
+	}
+	switch q.SyncStatus {
+	case "":
+	case LinkPending:
+		db = db.Where("NOT EXISTS (SELECT 1 FROM provider_links l WHERE l.user_id = users.id AND l.provider = ? AND l.status <> ?)",
+			q.Provider, LinkPending)
+	default:
+		db = db.Where("EXISTS (SELECT 1 FROM provider_links l WHERE l.user_id = users.id AND l.provider = ? AND l.status = ?)",
+			q.Provider, q.SyncStatus)
 	}
 	var rows []userRow
 	if err := db.Order("id").Limit(q.Limit + 1).Find(&rows).Error; err != nil {

@@ -257,9 +257,7 @@ func (h *handler) answer(c *fiber.Ctx, log *slog.Logger, events []integrations.I
 			out = append(out, outcomeJSON{ID: ev.ID, Type: ev.RawType, Outcome: "unhandled"})
 			continue
 		}
-		ch := change(ev)
-		ch.NoCreate = h.noCreate
-		res, err := h.store.ApplyInbound(ctx, h.name, ch, h.refetch(ev))
+		res, err := Apply(ctx, h.store, h.name, h.recv, ev, h.noCreate)
 		if err != nil {
 			h.m.events.WithLabelValues(h.name, string(ev.Kind), "error").Inc()
 			return h.fault(err)
@@ -306,20 +304,6 @@ type faultError struct {
 
 func (e *faultError) Error() string { return e.err.Error() }
 func (e *faultError) Unwrap() error { return e.err }
-
-// refetch re-reads ev's remote object through the receiver, as the store
-// needs it.
-func (h *handler) refetch(ev integrations.InboundEvent) store.RefetchFunc {
-	return func(ctx context.Context) (store.RemoteState, bool, error) {
-		ctx, cancel := context.WithTimeout(ctx, FetchTimeout)
-		defer cancel()
-		obj, found, err := h.recv.Fetch(ctx, ev.RemoteID)
-		if err != nil || !found {
-			return store.RemoteState{}, false, err
-		}
-		return stateOf(obj.Customer, ev.WithoutMetadata || obj.WithoutMetadata), true, nil
-	}
-}
 
 // change is the store's view of a verified event.
 func change(ev integrations.InboundEvent) store.InboundChange {

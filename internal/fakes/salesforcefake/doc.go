@@ -41,6 +41,11 @@
 //	// instance URL: base; token URL: fake.TokenURL();
 //	// client id and secret: salesforcefake.DefaultClientID, DefaultClientSecret.
 //
-// Only the token endpoint and /services/data/vXX.X/sobjects/Contact/...
-// exist; everything else answers 404 NOT_FOUND like an unknown resource.
+// It also answers SOQL queries of Contacts (GET …/query?q= and
+// …/queryAll?q=, paged with nextRecordsUrl; see query.go for the part of
+// SOQL understood), which listing and matching need.
+//
+// Only the token endpoint, /services/data/vXX.X/sobjects/Contact/... and
+// the query resources exist; everything else answers 404 NOT_FOUND like an
+// unknown resource.
 package salesforcefake

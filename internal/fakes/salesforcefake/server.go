@@ -135,6 +135,9 @@ type Server struct {
 	requests []Request
 	stats    Stats
 	apiUsed  int
+	// cursors are the rest of query results (query.go), by locator.
+	cursors     map[string]*queryCursor
+	cursorOrder []string
 
 	fmu    sync.Mutex
 	faults Faults
@@ -465,6 +468,9 @@ func (s *Server) serveAPI(r *http.Request, body []byte, rec *Request) response {
 	segs, ok := pathSegments(r.URL.EscapedPath())
 	if !ok {
 		return notFound()
+	}
+	if len(segs) >= 4 && len(segs) <= 5 && apiVersion.MatchString(segs[2]) && (segs[3] == "query" || segs[3] == "queryAll") {
+		return s.serveQuery(r, segs)
 	}
 	// segs: services data vXX.X sobjects Contact {id} | {field} {value}
 	if len(segs) < 6 || !apiVersion.MatchString(segs[2]) || segs[3] != "sobjects" {

@@ -59,6 +59,7 @@ type DeliveryStats struct {
 	Delivered      int // deliveries the endpoint accepted with a 2xx
 	FailedAttempts int // attempts answered non-2xx or not answered
 	Abandoned      int // deliveries that used up Options.DeliveryAttempts
+	Dropped        int // events never queued for delivery (SetDropDeliveries)
 }
 
 type delivery struct {
@@ -94,6 +95,7 @@ type deliverer struct {
 	secret     string
 	order      DeliveryOrder
 	duplicates int
+	drop       float64 // share of events never delivered (SetDropDeliveries)
 	paused     bool
 	rng        *rand.Rand
 	seq        uint64
@@ -174,6 +176,9 @@ func (d *deliverer) enqueue(eventID, eventType, customerID string, payload []byt
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.url == "" {
+		return false
+	}
+	if d.dropped() {
 		return false
 	}
 	for i := range 1 + d.duplicates {

@@ -16,6 +16,12 @@
 //   - changes made "in the dashboard" (DashboardCreate, DashboardUpdate,
 //     DashboardDelete) that bypass the API and emit events without an
 //     idempotency key, as real dashboard edits do;
+//   - changes that send no event at all (SilentCreate, SilentUpdate,
+//     SilentDelete): an account's history from before Tandem, and drift no
+//     webhook reported;
+//   - customer search (GET /v1/customers/search) by email and metadata,
+//     with an optional index lag (SetSearchLag), besides the customer
+//     list's own email filter and pagination;
 //   - webhook delivery with retries, duplicates, reordering, pausing and a
 //     way to wait until every event has been delivered (WaitDelivered).
 //

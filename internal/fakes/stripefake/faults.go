@@ -2,6 +2,7 @@ package stripefake
 
 import (
 	"math"
+	"strings"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -73,6 +74,22 @@ type Faults struct {
 	// committed but the response was lost"; a retry with the same key
 	// during the delay gets 409.
 	Latency time.Duration
+	// RejectEmailDomain, if set, answers 400 email_invalid to every create
+	// and update whose email is at this domain, as Stripe does for an
+	// address it will not take: a permanent failure (the request changes
+	// nothing and stores no idempotent result).
+	RejectEmailDomain string
+}
+
+// rejectEmail is the refusal of an email at Faults.RejectEmailDomain.
+func (s *Server) rejectEmail(p customerParams) *apiError {
+	s.fmu.Lock()
+	domain := s.faults.RejectEmailDomain
+	s.fmu.Unlock()
+	if domain == "" || p.email == nil || !strings.HasSuffix(strings.ToLower(*p.email), "@"+strings.ToLower(domain)) {
+		return nil
+	}
+	return invalidRequest("email", codeEmailInvalid, "Invalid email address: %s (this sandbox refuses the domain %s)", *p.email, domain)
 }
 
 // SetFaults replaces the injected faults; the zero Faults turns them off.

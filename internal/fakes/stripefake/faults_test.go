@@ -132,3 +132,23 @@ func TestHardRateLimit(t *testing.T) {
 		require.Zero(t, fake.RateLimitRejections())
 	})
 }
+
+// RejectEmailDomain refuses creates and updates at that domain with a 400
+// that changes nothing; turned off, the same key goes through.
+func TestRejectEmailDomain(t *testing.T) {
+	t.Parallel()
+	fake, sc := startWithClient(t, stripefake.Options{})
+	fake.SetFaults(stripefake.Faults{RejectEmailDomain: "Blocked.example"})
+	_, err := sc.Customers.New(createParams("key-400", "ada@blocked.example", "u1"))
+	se := stripeErr(t, err)
+	require.Equal(t, http.StatusBadRequest, se.HTTPStatusCode)
+	require.Equal(t, stripe.ErrorCodeEmailInvalid, se.Code)
+	require.Empty(t, fake.Customers())
+	_, err = sc.Customers.New(createParams("key-ok", "bob@example.com", "u2"))
+	require.NoError(t, err)
+
+	fake.SetFaults(stripefake.Faults{})
+	_, err = sc.Customers.New(createParams("key-400", "ada@blocked.example", "u1"))
+	require.NoError(t, err)
+	require.Equal(t, 2, fake.CountCreates())
+}

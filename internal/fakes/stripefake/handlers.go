@@ -8,6 +8,9 @@ import (
 
 func (s *Server) createCustomer(c *call) response {
 	p, err := parseCustomerParams(c.fields)
+	if err == nil {
+		err = s.rejectEmail(p)
+	}
 	if err != nil {
 		return err.response()
 	}
@@ -51,6 +54,9 @@ func (s *Server) retrieveCustomer(c *call, id string) response {
 
 func (s *Server) updateCustomer(c *call, id string) response {
 	p, err := parseCustomerParams(c.fields)
+	if err == nil {
+		err = s.rejectEmail(p)
+	}
 	if err != nil {
 		return err.response()
 	}

@@ -126,6 +126,7 @@ type Server struct {
 	requests   []Request
 	stats      Stats
 	limits     Options // the Max* bounds
+	searchLag  time.Duration
 
 	fmu    sync.Mutex
 	faults Faults
@@ -420,6 +421,8 @@ func (s *Server) serve(r *http.Request, rec *Request) response {
 		case http.MethodGet:
 			return s.listCustomers(c)
 		}
+	case path == "/v1/customers/search" && r.Method == http.MethodGet:
+		return s.searchCustomers(c)
 	case strings.HasPrefix(path, "/v1/customers/"):
 		id := strings.TrimPrefix(path, "/v1/customers/")
 		if id == "" || strings.Contains(id, "/") {

@@ -70,6 +70,14 @@
 // metadata there as a JSON object with sorted keys (null when empty), so the
 // contact holds the whole user and CustomerFrom reads it back.
 //
+// # Listing and matching
+//
+// ListRemote (integrations.Lister) pages through a SOQL query of every live
+// Contact, 2,000 per request, continued at Salesforce's nextRecordsUrl;
+// Candidates (integrations.Matcher) finds the contacts tagged with a user
+// or holding one of its emails in one SOQL query (an exact read: SOQL
+// compares text ignoring case). Both map contacts as Fetch does.
+//
 // # Errors
 //
 // Errors follow the contract's kinds (see package integrations): 403
@@ -359,9 +367,6 @@ type response struct {
 // once more. It returns the answer (any status) or the error of getting one:
 // ctx's, the token endpoint's, or a network failure (transient).
 func (a *Adapter) do(ctx context.Context, method, path string, body map[string]any) (response, error) {
-	if err := ctx.Err(); err != nil {
-		return response{}, err
-	}
 	var payload []byte
 	if body != nil {
 		var err error
@@ -369,12 +374,21 @@ func (a *Adapter) do(ctx context.Context, method, path string, body map[string]a
 			return response{}, integrations.Permanent(fmt.Errorf("encoding the request: %w", err))
 		}
 	}
+	return a.doURL(ctx, method, a.base+path, payload, maxAnswerBytes, nil)
+}
+
+// doURL is do for any URL of the instance, with extra request headers and
+// a bound on the answer read.
+func (a *Adapter) doURL(ctx context.Context, method, target string, payload []byte, limit int64, header http.Header) (response, error) {
+	if err := ctx.Err(); err != nil {
+		return response{}, err
+	}
 	for renewed := false; ; renewed = true {
 		tok, err := a.tokens.get(ctx)
 		if err != nil {
 			return response{}, err
 		}
-		r, err := a.send(ctx, method, path, payload, tok)
+		r, err := a.send(ctx, method, target, payload, tok, limit, header)
 		if err != nil {
 			return response{}, err
 		}
@@ -387,14 +401,17 @@ func (a *Adapter) do(ctx context.Context, method, path string, body map[string]a
 	}
 }
 
-func (a *Adapter) send(ctx context.Context, method, path string, payload []byte, token string) (response, error) {
+func (a *Adapter) send(ctx context.Context, method, target string, payload []byte, token string, limit int64, header http.Header) (response, error) {
 	var body io.Reader
 	if payload != nil {
 		body = bytes.NewReader(payload)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, a.base+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, target, body)
 	if err != nil {
 		return response{}, integrations.Permanent(fmt.Errorf("building the request: %w", err))
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Accept", "application/json")
@@ -409,7 +426,7 @@ func (a *Adapter) send(ctx context.Context, method, path string, payload []byte,
 		return response{}, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	if err != nil {
 		return response{}, fmt.Errorf("reading the answer (%d): %w", resp.StatusCode, err)
 	}

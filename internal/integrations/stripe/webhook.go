@@ -136,14 +136,25 @@ func (a *Adapter) ParseWebhook(_ context.Context, req integrations.WebhookReques
 	if mt, _, err := mime.ParseMediaType(header.Get("Content-Type")); err != nil || mt != "application/json" {
 		return nil, fmt.Errorf("%w: stripe: Content-Type %q: want application/json", integrations.ErrBadPayload, header.Get("Content-Type"))
 	}
+	out, err := a.inboundEvent(&ev, body)
+	if err != nil {
+		return nil, err
+	}
+	return []integrations.InboundEvent{out}, nil
+}
+
+// inboundEvent maps a verified event (raw: as received) as ParseWebhook
+// documents it; errors wrap integrations.ErrBadPayload. The catch-up maps
+// the events it reads from the Events API with it too.
+func (a *Adapter) inboundEvent(ev *stripego.Event, raw []byte) (integrations.InboundEvent, error) {
 	if ev.APIVersion != APIVersion && !a.cfg.AcceptAPIVersionMismatch {
-		return nil, fmt.Errorf("%w: stripe: event %s has API version %q; pin the webhook endpoint to %s (or set STRIPE_ACCEPT_API_VERSION_MISMATCH=true)",
+		return integrations.InboundEvent{}, fmt.Errorf("%w: stripe: event %s has API version %q; pin the webhook endpoint to %s (or set STRIPE_ACCEPT_API_VERSION_MISMATCH=true)",
 			integrations.ErrBadPayload, ev.ID, ev.APIVersion, APIVersion)
 	}
 	if ev.ID == "" || ev.Type == "" || ev.Created <= 0 {
-		return nil, fmt.Errorf("%w: stripe: the event lacks an id, a type or a creation time", integrations.ErrBadPayload)
+		return integrations.InboundEvent{}, fmt.Errorf("%w: stripe: the event lacks an id, a type or a creation time", integrations.ErrBadPayload)
 	}
-	out := integrations.InboundEvent{ID: ev.ID, RawType: string(ev.Type), Kind: integrations.InboundIgnored, Raw: body}
+	out := integrations.InboundEvent{ID: ev.ID, RawType: string(ev.Type), Kind: integrations.InboundIgnored, Raw: raw}
 	switch ev.Type {
 	case EventCustomerCreated:
 		out.Kind = integrations.InboundCreated
@@ -152,17 +163,17 @@ func (a *Adapter) ParseWebhook(_ context.Context, req integrations.WebhookReques
 	case EventCustomerDeleted:
 		out.Kind = integrations.InboundDeleted
 	default:
-		return []integrations.InboundEvent{out}, nil
+		return out, nil
 	}
 	var cust stripego.Customer
 	if ev.Data == nil || len(ev.Data.Raw) == 0 || json.Unmarshal(ev.Data.Raw, &cust) != nil || cust.ID == "" {
-		return nil, fmt.Errorf("%w: stripe: event %s (%s) carries no customer with an id", integrations.ErrBadPayload, ev.ID, ev.Type)
+		return integrations.InboundEvent{}, fmt.Errorf("%w: stripe: event %s (%s) carries no customer with an id", integrations.ErrBadPayload, ev.ID, ev.Type)
 	}
 	out.RemoteID = cust.ID
 	out.OccurredAt = time.Unix(ev.Created, 0).UTC()
 	out.Customer, out.UserID = inboundCustomer(&cust)
 	out.Echo = ev.Request != nil && integrations.IsTandemKey(ev.Request.IdempotencyKey)
-	return []integrations.InboundEvent{out}, nil
+	return out, nil
 }
 
 // Fetch reads customer remoteID (its metadata is always carried). found is

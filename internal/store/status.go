@@ -1,0 +1,131 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// UsersByStatus counts the live users by the status of their link to each
+// of providers: provider → status → users. A live user with no link to a
+// provider yet counts as pending. It reads every live user and link (a
+// scan): callers share one result between viewers (the console) and do
+// not ask more than every few seconds.
+func (s *Store) UsersByStatus(ctx context.Context, providers []string) (map[string]map[string]int64, error) {
+	var live int64
+	if err := s.db.WithContext(ctx).Table("users").Where("deleted_at IS NULL").Count(&live).Error; err != nil {
+		return nil, fmt.Errorf("counting users: %w", translate(err))
+	}
+	var rows []struct {
+		Provider string
+		Status   string
+		N        int64
+	}
+	err := s.db.WithContext(ctx).Raw(`SELECT l.provider, l.status, COUNT(*) AS n
+		FROM provider_links l JOIN users u ON u.id = l.user_id
+		WHERE u.deleted_at IS NULL GROUP BY l.provider, l.status`).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("counting users by sync status: %w", translate(err))
+	}
+	out := make(map[string]map[string]int64, len(providers))
+	linked := map[string]int64{}
+	for _, p := range providers {
+		out[p] = map[string]int64{LinkPending: 0, LinkSynced: 0, LinkFailed: 0, LinkConflict: 0}
+	}
+	for _, r := range rows {
+		if out[r.Provider] == nil {
+			continue
+		}
+		out[r.Provider][r.Status] += r.N
+		linked[r.Provider] += r.N
+	}
+	for _, p := range providers {
+		out[p][LinkPending] += max(live-linked[p], 0)
+	}
+	return out, nil
+}
+
+// PushesSince counts the pushes per provider recorded in the history since
+// t, by outcome: provider → outcome → pushes (zero with history off).
+func (s *Store) PushesSince(ctx context.Context, t time.Time) (map[string]map[string]int64, error) {
+	s.FlushHistory(ctx)
+	var rows []struct {
+		Provider string
+		Outcome  string
+		N        int64
+	}
+	err := s.db.WithContext(ctx).Raw(`SELECT provider, outcome, COUNT(*) AS n FROM sync_history FORCE INDEX (sync_history_at)
+		WHERE at >= ? AND kind = ? GROUP BY provider, outcome`, t.UTC(), HistoryPush).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("counting pushes: %w", translate(err))
+	}
+	out := map[string]map[string]int64{}
+	for _, r := range rows {
+		if out[r.Provider] == nil {
+			out[r.Provider] = map[string]int64{}
+		}
+		out[r.Provider][r.Outcome] += r.N
+	}
+	return out, nil
+}
+
+// AttentionItem is a user whose link to a provider needs an operator's
+// look: failed, conflict, or pending for longer than expected.
+type AttentionItem struct {
+	UserID   string
+	Email    string
+	Provider string
+	Status   string
+	Reason   string    // the link's last error ("" if none)
+	Since    time.Time // the link's (or, with no link, the user's) last change
+}
+
+// Attention lists up to limit live users needing attention for each of
+// providers: links failed or in conflict, links pending since before
+// pendingBefore, and users with no link yet changed before pendingBefore
+// (no worker picked them up), newest first per provider.
+func (s *Store) Attention(ctx context.Context, providers []string, pendingBefore time.Time, limit int) ([]AttentionItem, error) {
+	var out []AttentionItem
+	for _, p := range providers {
+		var rows []struct {
+			UserID    string
+			Email     string
+			Status    string
+			LastError *string
+			UpdatedAt time.Time
+		}
+		err := s.db.WithContext(ctx).Raw(`SELECT l.user_id, u.email, l.status, l.last_error, l.updated_at
+			FROM provider_links l JOIN users u ON u.id = l.user_id
+			WHERE l.provider = ? AND u.deleted_at IS NULL
+			  AND (l.status IN (?, ?) OR (l.status = ? AND l.updated_at < ?))
+			ORDER BY l.updated_at DESC LIMIT ?`,
+			p, LinkFailed, LinkConflict, LinkPending, pendingBefore.UTC(), limit).Scan(&rows).Error
+		if err != nil {
+			return nil, fmt.Errorf("listing users needing attention: %w", translate(err))
+		}
+		for _, r := range rows {
+			out = append(out, AttentionItem{UserID: r.UserID, Email: r.Email, Provider: p, Status: r.Status,
+				Reason: deref(r.LastError), Since: r.UpdatedAt.UTC()})
+		}
+		if len(rows) >= limit {
+			continue
+		}
+		var unlinked []struct {
+			ID        string
+			Email     string
+			UpdatedAt time.Time
+		}
+		err = s.db.WithContext(ctx).Raw(`SELECT u.id, u.email, u.updated_at FROM users u
+			WHERE u.deleted_at IS NULL AND u.updated_at < ?
+			  AND NOT EXISTS (SELECT 1 FROM provider_links l WHERE l.user_id = u.id AND l.provider = ?)
+			ORDER BY u.id DESC LIMIT ?`, pendingBefore.UTC(), p, limit-len(rows)).Scan(&unlinked).Error
+		if err != nil {
+			return nil, fmt.Errorf("listing users needing attention: %w", translate(err))
+		}
+		for _, r := range unlinked {
+			out = append(out, AttentionItem{UserID: r.ID, Email: r.Email, Provider: p, Status: LinkPending,
+				Reason: "not picked up by a " + p + " worker yet", Since: r.UpdatedAt.UTC()})
+		}
+	}
+	return out, nil
+}
