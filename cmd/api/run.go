@@ -94,6 +94,9 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	app := api.New(st, st, api.Config{Tokens: cfg.APITokens, Providers: cfg.Providers, Limits: httpLimits(cfg.HTTP)}, log, reg,
 		ops.Check{Name: "mysql", Fn: st.Ping},
 		ops.Check{Name: "rabbitmq", Fn: conn.Healthy, Soft: true})
+	if cfg.Pprof {
+		ops.MountPprof(app)
+	}
 
 	if err := mountConsole(ctx, app, st, conn, pub, cfg, log); err != nil {
 		return err

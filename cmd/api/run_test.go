@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -47,9 +49,12 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 	var logs testutil.SyncBuffer
 	addrs := []string{freeAddr(t), freeAddr(t)}
 	errs := make(chan error, 2)
-	for _, addr := range addrs {
+	for i, addr := range addrs {
 		env := []string{"TANDEM_CONFIG=", "TANDEM_API_TOKENS=" + testToken, "TANDEM_MYSQL_DSN=" + dsn, "TANDEM_API_ADDR=" + addr,
 			"TANDEM_AMQP_URL=" + testutil.NewVhost(t), "TANDEM_SHUTDOWN_TIMEOUT=10s"}
+		if i == 1 {
+			env = append(env, "TANDEM_PPROF=true")
+		}
 		go func() { errs <- run(ctx, nil, env, &logs) }()
 	}
 	for _, addr := range addrs {
@@ -68,6 +73,19 @@ func TestRunServesAndShutsDownGracefully(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, 201, resp.StatusCode)
+
+	// Profiles: off by default (404), served with TANDEM_PPROF=true.
+	resp, err = http.Get("http://" + addrs[0] + "/debug/pprof/profile?seconds=1")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 404, resp.StatusCode, "pprof is off unless TANDEM_PPROF=true")
+	resp, err = http.Get("http://" + addrs[1] + "/debug/pprof/profile?seconds=1")
+	require.NoError(t, err)
+	prof, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, 200, resp.StatusCode)
+	require.True(t, bytes.HasPrefix(prof, []byte{0x1f, 0x8b}), "a CPU profile is gzipped protobuf")
 
 	cancel()
 	for range addrs {

@@ -24,24 +24,42 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == sandboxChild {
+		// The pipeline stage's Stripe sandbox, as a process of its own.
+		if err := bench.ServeSandboxChild(ctx, os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench sandbox:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
+// sandboxChild is the first argument that makes the program serve the
+// pipeline stage's sandbox instead.
+const sandboxChild = "-sandbox-child"
+
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	dsn := fs.String("mysql", envOr("TANDEM_BENCH_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/"), "MySQL server DSN (its database name is replaced)")
 	amqpURL := fs.String("amqp", envOr("TANDEM_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ server (a scratch vhost is created per stage)")
 	mgmt := fs.String("rabbit-api", envOr("TANDEM_BENCH_RABBIT_API", "http://guest:guest@127.0.0.1:15672"), "RabbitMQ management API")
-	stages := fs.String("stages", "api,relay,worker,webhook,catchup,processes,import,backfill,reconcile,ops", "comma-separated stages to run")
+	stages := fs.String("stages", "api,relay,worker,webhook,catchup,processes,import,backfill,reconcile,ops,pipeline", "comma-separated stages to run")
 	conc := fs.String("c", "32,64", "comma-separated concurrencies for the API stage")
 	dur := fs.Duration("duration", 5*time.Second, "measured time per API run")
 	warm := fs.Duration("warmup", time.Second, "warm-up before each measured API run")
 	messages := fs.Int("messages", 0, "messages for the relay (default 50,000) and worker (default 3,000) stages")
 	backfillUsers := fs.Int("backfill-users", 20000, "users of the backfill stage")
 	opsRounds := fs.Int("ops-rounds", 3, "alternating rounds of each comparison of the ops stage")
+	rates := fs.String("rates", "100,200,400,600,800", "pipeline stage: offered creates/s, rising")
+	mixRate := fs.Int("mix-rate", 400, "pipeline stage: offered changes/s of the step with half PATCHes (0: none)")
+	step := fs.Duration("step", 8*time.Second, "pipeline stage: how long each rate is offered")
+	linkByEmail := fs.Bool("link-by-email", true, "pipeline stage: the worker's TANDEM_LINK_BY_EMAIL")
+	climb := fs.Bool("keep-climbing", false, "pipeline stage: run every rate even after one is not sustained")
+	profileDir := fs.String("pipeline-profiles", "", "pipeline stage: save CPU profiles of the api, worker and webhook over each step in this directory")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -72,7 +90,12 @@ func run(ctx context.Context, args []string) error {
 
 	var rows []bench.Row
 	if slices.Contains(want, "api") {
-		r, err := bench.APIWrites(ctx, bench.APIOptions{MySQLDSN: *dsn, Concurrency: cs, Warmup: *warm, Duration: *dur, Log: os.Stderr})
+		vhost, drop, err := bench.Vhost(*mgmt, *amqpURL)
+		if err != nil {
+			return err
+		}
+		r, err := bench.APIWrites(ctx, bench.APIOptions{MySQLDSN: *dsn, AMQPURL: vhost, Concurrency: cs, Warmup: *warm, Duration: *dur, Log: os.Stderr})
+		drop()
 		if err != nil {
 			return err
 		}
@@ -156,7 +179,39 @@ func run(ctx context.Context, args []string) error {
 		}
 		rows = append(rows, r...)
 	}
-	bench.Table(os.Stdout, rows)
+	var pipeline []bench.PipelineStep
+	if slices.Contains(want, "pipeline") {
+		vhost, drop, err := bench.Vhost(*mgmt, *amqpURL)
+		if err != nil {
+			return err
+		}
+		var rs []int
+		for _, f := range strings.Split(*rates, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 {
+				return fmt.Errorf("-rates %q: want positive integers", *rates)
+			}
+			rs = append(rs, n)
+		}
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		pipeline, err = bench.Pipeline(ctx, bench.PipelineOptions{MySQLDSN: *dsn, AMQPURL: vhost, Rates: rs, MixRate: *mixRate,
+			Step: *step, LinkByEmail: *linkByEmail, KeepClimbing: *climb, ProfileDir: *profileDir,
+			SandboxCommand: []string{self, sandboxChild}, Log: os.Stderr})
+		drop()
+		if err != nil {
+			return fmt.Errorf("pipeline stage: %w", err)
+		}
+	}
+	if len(rows) > 0 {
+		bench.Table(os.Stdout, rows)
+	}
+	if len(pipeline) > 0 {
+		fmt.Printf("\n## Pipeline (TANDEM_LINK_BY_EMAIL=%v)\n\n", *linkByEmail)
+		bench.PipelineTable(os.Stdout, pipeline)
+	}
 	return nil
 }
 

@@ -137,6 +137,9 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	limits := ops.LimitsFor(cfg.HTTP.MaxConns, cfg.HTTP.MaxConnsPerIP)
 	app := webhook.NewWith(webhook.Options{Limits: limits, NoInboundCreate: !cfg.InboundCreate}, receivers, st, log, reg,
 		checks...)
+	if cfg.Pprof {
+		ops.MountPprof(app)
+	}
 	routes := make([]string, 0, len(receivers))
 	for name := range receivers {
 		routes = append(routes, "/webhook/"+name)

@@ -92,6 +92,9 @@ func run(ctx context.Context, args, environ []string, stdout io.Writer) error {
 	app := ops.NewApp(fiber.Config{AppName: "tandem-worker", DisableStartupMessage: true},
 		ops.LimitsFor(cfg.HTTP.MaxConns, cfg.HTTP.MaxConnsPerIP), log, ops.NewHTTPMetrics(reg))
 	ops.Mount(app, reg, ops.Check{Name: "mysql", Fn: st.Ping}, ops.Check{Name: "rabbitmq", Fn: conn.Healthy})
+	if cfg.Pprof {
+		ops.MountPprof(app)
+	}
 
 	// Bind before consuming: a worker without its health, readiness and
 	// metrics endpoints must not run (a probe would reach whatever holds

@@ -13,9 +13,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/tandem-sync/tandem/internal/api"
+	"github.com/tandem-sync/tandem/internal/broker"
 	"github.com/tandem-sync/tandem/internal/ops"
+	"github.com/tandem-sync/tandem/internal/relay"
 	"github.com/tandem-sync/tandem/internal/store"
 )
 
@@ -25,7 +28,10 @@ type APIOptions struct {
 	Concurrency []int
 	Warmup      time.Duration
 	Duration    time.Duration
-	Log         io.Writer // progress lines
+	// AMQPURL, if set (a scratch vhost), adds a run of Tandem's API with
+	// its outbox relay publishing to that broker, as cmd/api runs it.
+	AMQPURL string
+	Log     io.Writer // progress lines
 }
 
 const (
@@ -208,8 +214,90 @@ func APIWrites(ctx context.Context, o APIOptions) ([]Row, error) {
 		tandem.Ratios = map[string]float64{"raw": tandem.Rate / raw.Rate, "bare http": tandem.Rate / bare.Rate}
 		tandem.Note = "target ≥ 85 % of raw"
 		rows = append(rows, raw, bare, tandem)
+
+		// 4. Tandem's API with its relay publishing every change.
+		if o.AMQPURL == "" {
+			continue
+		}
+		progress("api: tandem POST /v1/users with its relay, C=%d", c)
+		var relayed float64
+		withRelay, err := withDB(ctx, o.MySQLDSN, "api_relay", func(dsn string) (Row, error) {
+			return apiWithRelay(ctx, dsn, o, c, &relayed)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("tandem api with relay: %w", err)
+		}
+		withRelay.Stage = "API: POST /v1/users with its relay running (Tandem)"
+		withRelay.Ratios = map[string]float64{"raw": withRelay.Rate / raw.Rate, "bare http": withRelay.Rate / bare.Rate}
+		withRelay.Note = fmt.Sprintf("target ≥ 85 %% of bare http (issue 15); the relay published %.0f/s meanwhile", relayed)
+		rows = append(rows, withRelay)
 	}
 	return rows, nil
+}
+
+// apiWithRelay serves Tandem's API with the outbox relay running as cmd/api
+// wires it (notified on every commit, publishing to o.AMQPURL with
+// confirms) and loads it with c clients. relayed is set to the messages
+// the relay confirmed per second over the measured time.
+func apiWithRelay(ctx context.Context, dsn string, o APIOptions, c int, relayed *float64) (Row, error) {
+	st, err := store.Open(ctx, dsn, store.Options{})
+	if err != nil {
+		return Row{}, err
+	}
+	defer st.Close()
+	conn, err := broker.Dial(ctx, o.AMQPURL, discard, broker.Options{Name: "bench-api",
+		Setup: func(ch *amqp.Channel) error { return broker.DeclareTopology(ch, []string{"stripe"}) }})
+	if err != nil {
+		return Row{}, err
+	}
+	defer conn.Close()
+	for deadline := time.Now().Add(30 * time.Second); conn.Healthy(ctx) != nil; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return Row{}, fmt.Errorf("RabbitMQ at the bench vhost not ready: %w", conn.Healthy(ctx))
+		}
+	}
+	pub := broker.NewPublisher(conn, broker.PublisherOptions{})
+	defer pub.Close()
+	reg := ops.NewRegistry()
+	r, err := relay.New(st, pub, relay.Config{}, discard, reg)
+	if err != nil {
+		return Row{}, err
+	}
+	st.OnCommit(r.Notify)
+	rctx, stopRelay := context.WithCancel(ctx)
+	relayDone := make(chan error, 1)
+	go func() { relayDone <- r.Run(rctx) }()
+	defer func() { stopRelay(); <-relayDone }()
+	app := api.New(st, st, api.Config{Tokens: []string{"bench-token"}, Providers: []string{"stripe"}},
+		slog.New(slog.NewJSONHandler(io.Discard, nil)), reg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return Row{}, err
+	}
+	go func() { _ = app.Listener(ln) }()
+	defer app.Shutdown()
+	op, closeIdle := httpLoader("http://"+ln.Addr().String(), c, "api")
+	defer closeIdle()
+	published := func() float64 {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "tandem_outbox_published_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		return 0
+	}
+	var atStart float64
+	go func() {
+		select {
+		case <-time.After(o.Warmup):
+			atStart = published()
+		case <-ctx.Done():
+		}
+	}()
+	row, err := load(ctx, c, o.Warmup, o.Duration, op)
+	*relayed = (published() - atStart) / o.Duration.Seconds()
+	return row, err
 }
 
 func withDB(ctx context.Context, baseDSN, tag string, fn func(dsn string) (Row, error)) (Row, error) {

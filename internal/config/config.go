@@ -50,6 +50,9 @@ type Config struct {
 	// LinkByEmail is TANDEM_LINK_BY_EMAIL: before creating a remote
 	// object, link the single live untagged one with the user's email.
 	LinkByEmail bool
+	// Pprof is TANDEM_PPROF: serve net/http/pprof under /debug/pprof/ on
+	// the process's operations port (off by default: no token guards it).
+	Pprof bool
 	// CatchupInterval is TANDEM_CATCHUP_INTERVAL: how often cmd/webhook
 	// reads the providers' own change logs (package catchup); 0 turns
 	// catch-up off.
@@ -110,6 +113,7 @@ var defaults = map[string]any{
 	"providers":              "stripe",
 	"inbound_create":         "true",
 	"link_by_email":          "true",
+	"pprof":                  "false",
 	"catchup_interval":       "1m",
 	"provider":               "",
 	"max_attempts":           "10",
@@ -190,6 +194,7 @@ func Load(environ []string, providers []string) (*Config, error) {
 	c.Providers = splitList(strings.ToLower(k.String("providers")))
 	c.InboundCreate = c.boolean("inbound_create", &errs)
 	c.LinkByEmail = c.boolean("link_by_email", &errs)
+	c.Pprof = c.boolean("pprof", &errs)
 	c.History = c.boolean("history", &errs)
 	c.HistoryRetention = c.duration("history_retention", &errs)
 	c.Provider = strings.ToLower(strings.TrimSpace(k.String("provider")))

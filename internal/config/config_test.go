@@ -36,6 +36,7 @@ func TestShippedFileLoads(t *testing.T) {
 	require.True(t, c.InboundCreate)
 	require.True(t, c.LinkByEmail)
 	require.Equal(t, 30*time.Second, c.Worker.Lease)
+	require.False(t, c.Pprof, "profiles are off unless asked for")
 }
 
 func TestEnvironmentOverridesFile(t *testing.T) {

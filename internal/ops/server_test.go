@@ -2,6 +2,7 @@ package ops_test
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -182,4 +183,45 @@ func TestRefusalFloodIsCountedWholeAndLoggedSampled(t *testing.T) {
 	lines := strings.Count(logs.String(), `"status":431`)
 	require.GreaterOrEqual(t, lines, 1)
 	require.Less(t, lines, 50, "a flood is sampled in the log")
+}
+
+// TestPprofIsServedOnlyWhenMounted: without MountPprof /debug/pprof/ is a
+// 404; with it, the index, a named profile and a CPU profile answer.
+func TestPprofIsServedOnlyWhenMounted(t *testing.T) {
+	t.Parallel()
+	serve := func(mount bool) string {
+		reg := ops.NewRegistry()
+		app := ops.NewApp(fiber.Config{DisableStartupMessage: true}, ops.Limits{}, slog.New(slog.DiscardHandler), ops.NewHTTPMetrics(reg))
+		ops.Mount(app, reg)
+		if mount {
+			ops.MountPprof(app)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		go func() { _ = app.Listener(ops.Listener(app, ln)) }()
+		t.Cleanup(func() { _ = app.Shutdown() })
+		return "http://" + ln.Addr().String()
+	}
+	get := func(url string) (int, []byte) {
+		resp, err := http.Get(url)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, b
+	}
+	off, on := serve(false), serve(true)
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/profile?seconds=1"} {
+		code, _ := get(off + path)
+		require.Equal(t, http.StatusNotFound, code, path)
+	}
+	code, body := get(on + "/debug/pprof/")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, string(body), "goroutine")
+	code, body = get(on + "/debug/pprof/heap")
+	require.Equal(t, http.StatusOK, code)
+	require.True(t, bytes.HasPrefix(body, []byte{0x1f, 0x8b}), "a heap profile is gzipped protobuf")
+	code, body = get(on + "/debug/pprof/profile?seconds=1")
+	require.Equal(t, http.StatusOK, code)
+	require.True(t, bytes.HasPrefix(body, []byte{0x1f, 0x8b}), "a CPU profile is gzipped protobuf")
 }

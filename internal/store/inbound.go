@@ -182,6 +182,10 @@ type InboundResult struct {
 	Detail  string // why, for outcomes other than applied, unchanged, created, linked, deleted
 	// Refetched reports that the remote object was re-read (refetch called).
 	Refetched bool
+	// quiet: an echo of Tandem's own request that wrote nothing, recorded
+	// nowhere (not in inbound_events, nor in the user's history, which
+	// has the push it echoes).
+	quiet bool
 }
 
 // errNeedRefetch asks ApplyInbound to roll back, re-read the remote object
@@ -290,6 +294,15 @@ func (s *Store) ApplyInbound(ctx context.Context, provider string, ev InboundCha
 	if len(ev.UserID) > 36 || !printableASCII(ev.UserID) {
 		ev.UserID = "" // not an id Tandem made: no user is tagged
 	}
+	if ev.Echo && !ev.OccurredAt.After(s.clock().Add(InboundFutureAllowance)) {
+		res, ok, err := s.echoWithoutWrite(ctx, provider, ev)
+		if err != nil {
+			return InboundResult{}, fmt.Errorf("applying %s event %s: %w", provider, ev.EventID, err)
+		}
+		if ok {
+			return res, nil // quiet: recorded nowhere
+		}
+	}
 	var re *refetched
 	release := func() {}
 	defer func() { release() }()
@@ -316,7 +329,9 @@ func (s *Store) ApplyInbound(ctx context.Context, provider string, ev InboundCha
 			return InboundResult{}, fmt.Errorf("applying %s event %s: %w", provider, ev.EventID, err)
 		}
 		res.Refetched = re != nil
-		s.recordInbound(ctx, provider, ev, res)
+		if !res.quiet {
+			s.recordInbound(ctx, provider, ev, res)
+		}
 		return res, nil
 	}
 }
@@ -427,6 +442,75 @@ type inboundTx struct {
 	// announced: an outbox row was written (a link asks for a push).
 	announced bool
 	payload   bool // keep the payload in inbound_events
+	// wrote: the transaction wrote a link (writeLink).
+	wrote bool
+	// echoOnly: the event is an echo of Tandem's own request, not recorded
+	// in inbound_events unless it writes something (see pureEcho).
+	echoOnly bool
+}
+
+// echoWithoutWrite settles an echo of Tandem's own request that writes
+// nothing, with plain reads and no transaction: the echo of an object no
+// link holds yet (a create the worker has not recorded: it records the
+// object) or that its tag's user is linked to another object
+// (InboundIgnoredUnknown), and the echo a link already covers (echoCovered:
+// pushed_remote_at and last_inbound_at only grow, so a later read would
+// decide the same). ok is false when the echo must go through the locked
+// path (it may record its time on the link).
+func (s *Store) echoWithoutWrite(ctx context.Context, provider string, ev InboundChange) (InboundResult, bool, error) {
+	var links []Link
+	if err := s.db.WithContext(ctx).Where("provider = ? AND remote_id = ?", provider, ev.RemoteID).Limit(2).Find(&links).Error; err != nil {
+		return InboundResult{}, false, fmt.Errorf("reading link: %w", translate(err))
+	}
+	t := &inboundTx{s: s, provider: provider, ev: ev}
+	switch {
+	case len(links) == 1:
+		if !t.echoCovered(links[0]) {
+			return InboundResult{}, false, nil
+		}
+		return InboundResult{Outcome: InboundEcho, UserID: links[0].UserID, Detail: "caused by a request of Tandem's"}, true, nil
+	case len(links) > 1:
+		return InboundResult{}, false, nil
+	case ev.UserID == "":
+		return InboundResult{Outcome: InboundIgnoredUnknown, Detail: "no user is linked to this remote object"}, true, nil
+	}
+	if err := s.db.WithContext(ctx).Where("user_id = ? AND provider = ?", ev.UserID, provider).Limit(1).Find(&links).Error; err != nil {
+		return InboundResult{}, false, fmt.Errorf("reading link: %w", translate(err))
+	}
+	switch {
+	case len(links) == 0 || links[0].RemoteID == nil:
+		return InboundResult{Outcome: InboundEcho, UserID: ev.UserID, Detail: "caused by a request of Tandem's (the worker records the object)"}, true, nil
+	case *links[0].RemoteID == ev.RemoteID:
+		return InboundResult{}, false, nil // linked since the first read: look again, locked
+	}
+	return InboundResult{Outcome: InboundIgnoredUnknown,
+		Detail: fmt.Sprintf("tagged with user %s, who is linked to %s", ev.UserID, *links[0].RemoteID)}, true, nil
+}
+
+// pureEcho reports the outcomes an echo of Tandem's own request ends with
+// when it changes nothing. Such an echo is not recorded in inbound_events:
+// the record is what makes a redelivery a duplicate, and a redelivered echo
+// is recognised as an echo again (the event itself says Tandem caused it)
+// and again changes nothing. Real events are always recorded first.
+func pureEcho(o InboundOutcome) bool {
+	return o == InboundEcho || o == InboundIgnoredUnknown
+}
+
+// echoCovered reports whether an echo of Tandem's own request (to the
+// remote object l links, locked) tells Tandem nothing its link does not
+// hold: the link's last applied event is not older, or the echo is not
+// later than the provider's clock at Tandem's last confirmed push
+// (pushed_remote_at, whole seconds) and no push's outcome is unknown. Then
+// its time need not be written as the link's last_inbound_at: an event
+// older than it is either stale already or may predate that push, and is
+// settled by re-reading the object (rule 7 of ApplyInbound).
+func (t *inboundTx) echoCovered(l Link) bool {
+	at := t.ev.OccurredAt
+	if l.LastInboundAt != nil && !at.After(l.LastInboundAt.UTC()) {
+		return true
+	}
+	return l.AttemptHash == nil && l.PushedRemoteAt != nil &&
+		at.Before(l.PushedRemoteAt.UTC().Truncate(RemoteClockResolution).Add(RemoteClockResolution))
 }
 
 func (s *Store) applyInbound(ctx context.Context, provider string, ev InboundChange, re *refetched) (InboundResult, error) {
@@ -449,13 +533,24 @@ func (s *Store) applyInbound(ctx context.Context, provider string, ev InboundCha
 		if found {
 			userID = &l.UserID
 		}
-		err = tx.Exec(`INSERT INTO inbound_events (provider, event_id, event_type, user_id, outcome, occurred_at, received_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`, provider, ev.EventID, ev.EventType, userID, string(InboundApplied), ev.OccurredAt, t.now).Error
-		if err != nil {
-			if errors.Is(translate(err), ErrConflict) {
-				return duplicate
+		record := func(outcome InboundOutcome, userID *string, detail *string) error {
+			err := tx.Exec(`INSERT INTO inbound_events (provider, event_id, event_type, user_id, outcome, detail, occurred_at, received_at)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, provider, ev.EventID, ev.EventType, userID, string(outcome), detail, ev.OccurredAt, t.now).Error
+			if err != nil {
+				if errors.Is(translate(err), ErrConflict) {
+					return duplicate
+				}
+				return fmt.Errorf("recording event: %w", translate(err))
 			}
-			return fmt.Errorf("recording event: %w", translate(err))
+			return nil
+		}
+		// An echo of Tandem's own request is recorded only if it writes
+		// something (see pureEcho); every other event is recorded first.
+		echoFirst := ev.Echo && !ev.OccurredAt.After(t.now.Add(InboundFutureAllowance))
+		if echoFirst {
+			t.echoOnly = true
+		} else if err := record(InboundApplied, userID, nil); err != nil {
+			return err
 		}
 		switch {
 		case ev.OccurredAt.After(t.now.Add(InboundFutureAllowance)):
@@ -469,6 +564,29 @@ func (s *Store) applyInbound(ctx context.Context, provider string, ev InboundCha
 		}
 		if err != nil {
 			return err
+		}
+		if echoFirst {
+			res, announced = t.res, t.announced
+			if pureEcho(t.res.Outcome) && !t.wrote && !t.announced {
+				res.quiet = true
+				return nil // nothing written, nothing to record (a redelivery is an echo again)
+			}
+			var uid, detail *string
+			if t.res.UserID != "" {
+				uid = &t.res.UserID
+			}
+			if t.res.Detail != "" {
+				detail = &t.res.Detail
+			}
+			if err := record(t.res.Outcome, uid, detail); err != nil {
+				return err
+			}
+			if t.payload && ev.Payload != nil {
+				if err := tx.Exec("UPDATE inbound_events SET payload = ? WHERE provider = ? AND event_id = ?", ev.Payload, provider, ev.EventID).Error; err != nil {
+					return fmt.Errorf("recording outcome: %w", translate(err))
+				}
+			}
+			return nil
 		}
 		if t.res.Outcome != InboundApplied || userID == nil || t.res.UserID != *userID || t.res.Detail != "" || t.payload {
 			set := map[string]any{"outcome": string(t.res.Outcome), "user_id": nil}
@@ -509,6 +627,7 @@ func (t *inboundTx) outcome(o InboundOutcome, userID, detail string) error {
 // its outcome over this change (see Store.Sync).
 func (t *inboundTx) writeLink(userID string, set map[string]any, fence ...bool) error {
 	set["updated_at"] = t.now
+	t.wrote = true
 	// FORCE INDEX: on a small table MariaDB may otherwise scan the
 	// (provider, remote_id) index and lock other links' entries there.
 	var q strings.Builder

@@ -22,6 +22,9 @@ func (t *inboundTx) known(l Link, cur *User, claimed bool) error {
 		set["remote_id"] = ev.RemoteID
 	}
 	if ev.Echo && !claimed {
+		if t.echoOnly && t.echoCovered(l) {
+			return t.outcome(InboundEcho, l.UserID, "caused by a request of Tandem's")
+		}
 		if err := t.writeLink(l.UserID, set); err != nil {
 			return err
 		}

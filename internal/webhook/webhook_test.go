@@ -206,11 +206,21 @@ func TestEchoOfAPushDoesNotOverwriteANewerLocalChange(t *testing.T) {
 	require.EqualValues(t, 3, l.SyncedVersion)
 	require.Equal(t, store.LinkSynced, l.Status)
 
+	// Every event was an echo. The echoes of Tandem's own requests are
+	// recorded only when they arrive while their push is in flight (issue
+	// 15: an echo of a recorded push writes nothing); the dashboard edit
+	// is a real event, always recorded.
 	outcomes := e.outcomes()
-	for _, ev := range e.fake.Events() {
-		require.Equal(t, "echo", outcomes[ev.ID], "event %s (%s, key %q)", ev.ID, ev.Type, ev.IdempotencyKey)
+	events := e.fake.Events()
+	require.Len(t, events, 4, "create (v1), update v2, dashboard, update v3")
+	for _, ev := range events {
+		got, recorded := outcomes[ev.ID]
+		if strings.HasPrefix(ev.IdempotencyKey, "tandem-") && !recorded {
+			continue
+		}
+		require.Equal(t, "echo", got, "event %s (%s, key %q)", ev.ID, ev.Type, ev.IdempotencyKey)
 	}
-	require.Len(t, outcomes, 4, "create (v1), update v2, dashboard, update v3: %v", outcomes)
+	require.LessOrEqual(t, len(outcomes), 4, "%v", outcomes)
 }
 
 func TestInboundChangeWritesNothingOutbound(t *testing.T) {
