@@ -241,7 +241,6 @@ type counters struct {
 	inbound               int64
 	mysqldCPU             float64
 	at                    time.Time
-	sandboxRequestsSeen   int
 }
 
 func (r *pipelineRun) snapshot(ctx context.Context) (counters, error) {
