@@ -58,6 +58,7 @@ func run(ctx context.Context, args []string) error {
 	mixRate := fs.Int("mix-rate", 400, "pipeline stage: offered changes/s of the step with half PATCHes (0: none)")
 	step := fs.Duration("step", 8*time.Second, "pipeline stage: how long each rate is offered")
 	linkByEmail := fs.Bool("link-by-email", true, "pipeline stage: the worker's TANDEM_LINK_BY_EMAIL")
+	workerConc := fs.Int("worker-concurrency", 0, "pipeline stage: the worker's TANDEM_WORKER_CONCURRENCY (prefetch twice it; 0: Tandem's default)")
 	climb := fs.Bool("keep-climbing", false, "pipeline stage: run every rate even after one is not sustained")
 	profileDir := fs.String("pipeline-profiles", "", "pipeline stage: save CPU profiles of the api, worker and webhook over each step in this directory")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -198,7 +199,7 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		pipeline, err = bench.Pipeline(ctx, bench.PipelineOptions{MySQLDSN: *dsn, AMQPURL: vhost, Rates: rs, MixRate: *mixRate,
-			Step: *step, LinkByEmail: *linkByEmail, KeepClimbing: *climb, ProfileDir: *profileDir,
+			Step: *step, LinkByEmail: *linkByEmail, KeepClimbing: *climb, WorkerConcurrency: *workerConc, ProfileDir: *profileDir,
 			SandboxCommand: []string{self, sandboxChild}, Log: os.Stderr})
 		drop()
 		if err != nil {
@@ -209,7 +210,11 @@ func run(ctx context.Context, args []string) error {
 		bench.Table(os.Stdout, rows)
 	}
 	if len(pipeline) > 0 {
-		fmt.Printf("\n## Pipeline (TANDEM_LINK_BY_EMAIL=%v)\n\n", *linkByEmail)
+		conc := "default"
+		if *workerConc > 0 {
+			conc = strconv.Itoa(*workerConc)
+		}
+		fmt.Printf("\n## Pipeline (TANDEM_LINK_BY_EMAIL=%v, TANDEM_WORKER_CONCURRENCY %s)\n\n", *linkByEmail, conc)
 		bench.PipelineTable(os.Stdout, pipeline)
 	}
 	return nil

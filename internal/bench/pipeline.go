@@ -33,6 +33,9 @@ type PipelineOptions struct {
 	// LinkByEmail is the worker's TANDEM_LINK_BY_EMAIL (the default, true,
 	// makes a create list customers by email first).
 	LinkByEmail bool
+	// WorkerConcurrency, if set, is the worker's TANDEM_WORKER_CONCURRENCY
+	// (and twice it its TANDEM_WORKER_PREFETCH); default Tandem's own.
+	WorkerConcurrency int
 	// KeepClimbing runs every rate even after one is not sustained
 	// (default: stop at the first, whose backlog would slow the next).
 	KeepClimbing bool
@@ -137,6 +140,10 @@ func Pipeline(ctx context.Context, o PipelineOptions) ([]PipelineStep, error) {
 		"TANDEM_LINK_BY_EMAIL="+strconv.FormatBool(o.LinkByEmail), "TANDEM_PPROF="+strconv.FormatBool(o.ProfileDir != ""),
 		"STRIPE_SECRET_KEY="+key, "STRIPE_WEBHOOK_SECRET="+secret, "STRIPE_API_BASE=http://"+sbAddr,
 		"STRIPE_RATE_LIMIT=100000")
+	if o.WorkerConcurrency > 0 {
+		env = append(env, fmt.Sprintf("TANDEM_WORKER_CONCURRENCY=%d", o.WorkerConcurrency),
+			fmt.Sprintf("TANDEM_WORKER_PREFETCH=%d", 2*o.WorkerConcurrency))
+	}
 	procs := map[string]*benchProcess{}
 	defer func() {
 		for _, name := range []string{"worker", "webhook", "api"} {
@@ -234,7 +241,6 @@ type counters struct {
 	inbound               int64
 	mysqldCPU             float64
 	at                    time.Time
-	sandboxRequestsSeen   int
 }
 
 func (r *pipelineRun) snapshot(ctx context.Context) (counters, error) {

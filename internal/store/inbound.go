@@ -458,33 +458,50 @@ type inboundTx struct {
 // decide the same). ok is false when the echo must go through the locked
 // path (it may record its time on the link).
 func (s *Store) echoWithoutWrite(ctx context.Context, provider string, ev InboundChange) (InboundResult, bool, error) {
-	var links []Link
-	if err := s.db.WithContext(ctx).Where("provider = ? AND remote_id = ?", provider, ev.RemoteID).Limit(2).Find(&links).Error; err != nil {
-		return InboundResult{}, false, fmt.Errorf("reading link: %w", translate(err))
+	// One round trip: the links holding the object, and the link of the
+	// user it is tagged with.
+	var rows []struct {
+		ByRemote       bool
+		UserID         string
+		RemoteID       *string
+		LastInboundAt  *time.Time
+		AttemptHash    *string
+		PushedRemoteAt *time.Time
+	}
+	const cols = "user_id, remote_id, last_inbound_at, attempt_hash, pushed_remote_at"
+	if err := s.db.WithContext(ctx).Raw(`(SELECT 1 AS by_remote, `+cols+` FROM provider_links WHERE provider = ? AND remote_id = ? LIMIT 2)
+		UNION ALL (SELECT 0, `+cols+` FROM provider_links WHERE user_id = ? AND provider = ?)`,
+		provider, ev.RemoteID, ev.UserID, provider).Scan(&rows).Error; err != nil {
+		return InboundResult{}, false, fmt.Errorf("reading links: %w", translate(err))
+	}
+	var holders []Link
+	var tagged *Link
+	for _, r := range rows {
+		l := Link{UserID: r.UserID, RemoteID: r.RemoteID, LastInboundAt: r.LastInboundAt, AttemptHash: r.AttemptHash, PushedRemoteAt: r.PushedRemoteAt}
+		if r.ByRemote {
+			holders = append(holders, l)
+		} else if ev.UserID != "" {
+			tagged = &l
+		}
 	}
 	t := &inboundTx{s: s, provider: provider, ev: ev}
 	switch {
-	case len(links) == 1:
-		if !t.echoCovered(links[0]) {
+	case len(holders) == 1:
+		if !t.echoCovered(holders[0]) {
 			return InboundResult{}, false, nil
 		}
-		return InboundResult{Outcome: InboundEcho, UserID: links[0].UserID, Detail: "caused by a request of Tandem's"}, true, nil
-	case len(links) > 1:
+		return InboundResult{Outcome: InboundEcho, UserID: holders[0].UserID, Detail: "caused by a request of Tandem's", quiet: true}, true, nil
+	case len(holders) > 1:
 		return InboundResult{}, false, nil
 	case ev.UserID == "":
-		return InboundResult{Outcome: InboundIgnoredUnknown, Detail: "no user is linked to this remote object"}, true, nil
-	}
-	if err := s.db.WithContext(ctx).Where("user_id = ? AND provider = ?", ev.UserID, provider).Limit(1).Find(&links).Error; err != nil {
-		return InboundResult{}, false, fmt.Errorf("reading link: %w", translate(err))
-	}
-	switch {
-	case len(links) == 0 || links[0].RemoteID == nil:
-		return InboundResult{Outcome: InboundEcho, UserID: ev.UserID, Detail: "caused by a request of Tandem's (the worker records the object)"}, true, nil
-	case *links[0].RemoteID == ev.RemoteID:
-		return InboundResult{}, false, nil // linked since the first read: look again, locked
+		return InboundResult{Outcome: InboundIgnoredUnknown, Detail: "no user is linked to this remote object", quiet: true}, true, nil
+	case tagged == nil || tagged.RemoteID == nil:
+		return InboundResult{Outcome: InboundEcho, UserID: ev.UserID, Detail: "caused by a request of Tandem's (the worker records the object)", quiet: true}, true, nil
+	case *tagged.RemoteID == ev.RemoteID:
+		return InboundResult{}, false, nil // changing under the read: look again, locked
 	}
 	return InboundResult{Outcome: InboundIgnoredUnknown,
-		Detail: fmt.Sprintf("tagged with user %s, who is linked to %s", ev.UserID, *links[0].RemoteID)}, true, nil
+		Detail: fmt.Sprintf("tagged with user %s, who is linked to %s", ev.UserID, *tagged.RemoteID), quiet: true}, true, nil
 }
 
 // pureEcho reports the outcomes an echo of Tandem's own request ends with

@@ -210,48 +210,57 @@ func TestAppendOutbox(t *testing.T) {
 	require.ErrorIs(t, st.AppendOutbox(ctx, dup), store.ErrConflict)
 }
 
-// TestRelayBatchFindsARowCommittedLateBelowTheClaimedOnes (issue 15): the
-// claim walks the primary key from the lowest unpublished row it can see;
-// a row whose id is lower but whose transaction commits after a batch was
-// claimed above it is relayed by a later batch, and every row once.
+// TestRelayBatchFindsARowCommittedLateBelowTheClaimedOnes (issue 15): while
+// draining, the claim walks the primary key from the lowest unpublished row
+// it can see; a row whose id is lower but whose transaction commits after
+// batches were claimed above it is relayed by a later batch, and every row
+// once; the same through the index claim of a few rows at a time.
 func TestRelayBatchFindsARowCommittedLateBelowTheClaimedOnes(t *testing.T) {
 	t.Parallel()
-	st, dsn := testutil.NewStore(t)
-	ctx := context.Background()
-	db, err := sql.Open("mysql", dsn)
-	require.NoError(t, err)
-	defer db.Close()
-	slow, err := db.BeginTx(ctx, nil)
-	require.NoError(t, err)
-	defer slow.Rollback()
-	// The slow writer takes the next id first, then commits last.
-	_, err = slow.ExecContext(ctx, `INSERT INTO outbox (event_id, user_id, version, type, origin, created_at)
-		VALUES (UUID(), '00000000-0000-0000-0000-000000000001', 1, 'user.created', 'api', UTC_TIMESTAMP(6))`)
-	require.NoError(t, err)
-	users := createUsers(t, st, 3)
+	for _, limit := range []int{1, 10} { // 1: every batch full, so the primary-key claim
+		t.Run(fmt.Sprintf("limit %d", limit), func(t *testing.T) {
+			t.Parallel()
+			st, dsn := testutil.NewStore(t)
+			ctx := context.Background()
+			db, err := sql.Open("mysql", dsn)
+			require.NoError(t, err)
+			defer db.Close()
+			slow, err := db.BeginTx(ctx, nil)
+			require.NoError(t, err)
+			defer slow.Rollback()
+			// The slow writer takes the next id first, then commits last.
+			_, err = slow.ExecContext(ctx, `INSERT INTO outbox (event_id, user_id, version, type, origin, created_at)
+				VALUES (UUID(), '00000000-0000-0000-0000-000000000001', 1, 'user.created', 'api', UTC_TIMESTAMP(6))`)
+			require.NoError(t, err)
+			users := createUsers(t, st, 3)
 
-	seen := map[uint64]int{}
-	var order []string
-	relay := func() int {
-		claimed, _, err := st.RelayBatch(ctx, 10, func(_ context.Context, events []store.OutboxEvent) ([]uint64, error) {
-			for _, e := range events {
-				seen[e.ID]++
-				order = append(order, e.UserID)
+			seen := map[uint64]int{}
+			var order []string
+			relay := func() int {
+				claimed, _, err := st.RelayBatch(ctx, limit, func(_ context.Context, events []store.OutboxEvent) ([]uint64, error) {
+					for _, e := range events {
+						seen[e.ID]++
+						order = append(order, e.UserID)
+					}
+					return ids(events), nil
+				})
+				require.NoError(t, err)
+				return claimed
 			}
-			return ids(events), nil
+			for claimed := 0; claimed < 3; {
+				n := relay()
+				require.NotZero(t, n, "the committed rows above the slow one")
+				claimed += n
+			}
+			require.NoError(t, slow.Commit())
+			require.Equal(t, 1, relay(), "the slow row, committed after them")
+			require.Zero(t, relay())
+			require.Len(t, seen, 4)
+			for id, n := range seen {
+				require.Equal(t, 1, n, "row %d relayed once", id)
+			}
+			require.Equal(t, []string{users[0].ID, users[1].ID, users[2].ID, "00000000-0000-0000-0000-000000000001"}, order)
+			require.Zero(t, testutil.QueryInt(t, dsn, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"))
 		})
-		require.NoError(t, err)
-		return claimed
 	}
-	require.Equal(t, 3, relay(), "the committed rows above the slow one")
-	require.Zero(t, relay())
-	require.NoError(t, slow.Commit())
-	require.Equal(t, 1, relay(), "the slow row, committed after them")
-	require.Zero(t, relay())
-	require.Len(t, seen, 4)
-	for id, n := range seen {
-		require.Equal(t, 1, n, "row %d relayed once", id)
-	}
-	require.Equal(t, []string{users[0].ID, users[1].ID, users[2].ID, "00000000-0000-0000-0000-000000000001"}, order)
-	require.Zero(t, testutil.QueryInt(t, dsn, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"))
 }
