@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -38,16 +37,8 @@ type process struct {
 	err  error         // cmd.Wait's result, once done
 }
 
-// freeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr is testutil.FreeAddr.
+func freeAddr(t testing.TB) string { return testutil.FreeAddr(t) }
 
 // start launches the process and waits (within a deadline) until its
 // /readyz answers 200. It fails t, with the process's log, if the process

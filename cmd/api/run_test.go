@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -18,12 +17,8 @@ import (
 // testToken is long enough for config.MinAPITokenLen.
 const testToken = "run-test-token-0123456789"
 
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr is testutil.FreeAddr.
+func freeAddr(t *testing.T) string { return testutil.FreeAddr(t) }
 
 func TestRunRefusesMissingTokens(t *testing.T) {
 	t.Parallel()

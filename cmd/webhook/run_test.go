@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -18,12 +17,8 @@ import (
 	"github.com/tandem-sync/tandem/internal/testutil"
 )
 
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr is testutil.FreeAddr.
+func freeAddr(t *testing.T) string { return testutil.FreeAddr(t) }
 
 func TestRunRefusesMissingSecrets(t *testing.T) {
 	t.Parallel()

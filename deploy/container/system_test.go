@@ -43,16 +43,8 @@ type system struct {
 	client                        *http.Client
 }
 
-// freeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("finding a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr is testutil.FreeAddr.
+func freeAddr(tb testing.TB) string { return testutil.FreeAddr(tb) }
 
 // startSystem runs the migration as a container to its end (what the
 // chart's pre-install/pre-upgrade Job does), then starts the api, the
