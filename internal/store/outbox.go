@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 )
 
 // relayTx is the isolation of the outbox relay's transactions: nil, the
@@ -39,41 +40,13 @@ func (s *Store) RelayBatch(ctx context.Context, limit int, publish PublishFunc) 
 	if limit <= 0 {
 		return 0, 0, errors.New("relaying outbox: limit must be positive")
 	}
-	// While draining a backlog (the last batch was full), claim by
-	// primary-key range from the lowest unpublished row, read from the
-	// (published_at, id) index without a lock before the transaction: the
-	// claim then locks each row once (its clustered record) instead of an
-	// index entry and the record. A row committed later below that id is
-	// found by a later batch, which reads the lowest again. Otherwise (a
-	// few rows at a time) one claim through the index is cheaper than two
-	// statements.
-	var from []uint64
-	draining := s.relayDraining.Load()
-	if draining {
-		if err := s.db.WithContext(ctx).Raw(`SELECT id FROM outbox FORCE INDEX (outbox_unpublished)
-			WHERE published_at IS NULL ORDER BY published_at, id LIMIT 1`).Scan(&from).Error; err != nil {
-			return 0, 0, fmt.Errorf("relaying outbox: finding unpublished rows: %w", translate(err))
-		}
-		if len(from) == 0 {
-			s.relayDraining.Store(false)
-			return 0, 0, nil
-		}
-	}
 	var publishErr error
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var rows []OutboxEvent
-		q := tx.Raw(`SELECT id, event_id, user_id, version, type, origin, created_at, published_at
-			FROM outbox FORCE INDEX (outbox_unpublished) WHERE published_at IS NULL
-			ORDER BY published_at, id LIMIT ? FOR UPDATE SKIP LOCKED`, limit)
-		if draining {
-			q = tx.Raw(`SELECT id, event_id, user_id, version, type, origin, created_at, published_at
-				FROM outbox FORCE INDEX (PRIMARY) WHERE id >= ? AND published_at IS NULL
-				ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED`, from[0], limit)
-		}
-		if err := q.Scan(&rows).Error; err != nil {
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"}).
+			Where("published_at IS NULL").Order("id").Limit(limit).Find(&rows).Error; err != nil {
 			return fmt.Errorf("claiming outbox rows: %w", translate(err))
 		}
-		s.relayDraining.Store(len(rows) >= limit)
 		claimed = len(rows)
 		if claimed == 0 {
 			return nil

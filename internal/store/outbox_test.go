@@ -210,14 +210,14 @@ func TestAppendOutbox(t *testing.T) {
 	require.ErrorIs(t, st.AppendOutbox(ctx, dup), store.ErrConflict)
 }
 
-// TestRelayBatchFindsARowCommittedLateBelowTheClaimedOnes (issue 15): while
-// draining, the claim walks the primary key from the lowest unpublished row
-// it can see; a row whose id is lower but whose transaction commits after
-// batches were claimed above it is relayed by a later batch, and every row
-// once; the same through the index claim of a few rows at a time.
+// TestRelayBatchFindsARowCommittedLateBelowTheClaimedOnes (issue 15): a row
+// whose id is lower but whose transaction commits after batches were claimed
+// above it is relayed by a later batch, and every row once, in batches of
+// one row or of several (a claim that kept a cursor past the claimed ids
+// would lose it).
 func TestRelayBatchFindsARowCommittedLateBelowTheClaimedOnes(t *testing.T) {
 	t.Parallel()
-	for _, limit := range []int{1, 10} { // 1: every batch full, so the primary-key claim
+	for _, limit := range []int{1, 10} {
 		t.Run(fmt.Sprintf("limit %d", limit), func(t *testing.T) {
 			t.Parallel()
 			st, dsn := testutil.NewStore(t)

@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -51,10 +50,6 @@ type Store struct {
 	// committed is called (if set) after a transaction that wrote outbox
 	// rows commits; the relay uses it to wake at once.
 	committed func()
-
-	// relayDraining: the last RelayBatch claimed a full batch, so the next
-	// claims by primary-key range (see RelayBatch).
-	relayDraining atomic.Bool
 }
 
 // Options tune Open.
