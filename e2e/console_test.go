@@ -139,6 +139,14 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("the user page was reloaded (%v)", err)
 	}
 	shot("console-user.png")
+	// The same page on a phone's screen.
+	if err := chromedp.Do(bctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile)); err != nil {
+		t.Fatalf("phone viewport: %v", err)
+	}
+	shot("console-phone.png")
+	if err := chromedp.Do(bctx, chromedp.EmulateViewport(1280, 860)); err != nil {
+		t.Fatalf("laptop viewport: %v", err)
+	}
 	if n := len(s.sb.Fake.CustomersWithMetadata("tandem_user_id", u.ID)); n != 1 {
 		t.Fatalf("the sandbox holds %d customers of the user, want 1", n)
 	}

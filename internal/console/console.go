@@ -78,7 +78,8 @@ type Config struct {
 	// comment line), which is also how soon a client that went away is
 	// noticed and its resources freed (default 5s).
 	KeepAlive time.Duration
-	// Secure marks the cookie Secure (serve the console over HTTPS).
+	// Secure marks the cookie Secure; it is also set when the sign-in
+	// came over HTTPS (TLS, or X-Forwarded-Proto: https from a proxy).
 	Secure bool
 	Log    *slog.Logger
 }
@@ -325,13 +326,13 @@ func (c *Console) signIn(ctx *fiber.Ctx) error {
 	}
 	expires := time.Now().Add(c.cfg.SessionTTL).Unix()
 	ctx.Cookie(&fiber.Cookie{Name: cookieName, Value: c.newCookie(key, expires), Path: "/console/",
-		Expires: time.Unix(expires, 0), HTTPOnly: true, SameSite: fiber.CookieSameSiteStrictMode, Secure: c.cfg.Secure})
+		Expires: time.Unix(expires, 0), HTTPOnly: true, SameSite: fiber.CookieSameSiteStrictMode, Secure: c.cfg.Secure || ctx.Secure()})
 	return ctx.Redirect("/console/", fiber.StatusSeeOther)
 }
 
 func (c *Console) signOut(ctx *fiber.Ctx, _ session, _ url.Values) error {
 	ctx.Cookie(&fiber.Cookie{Name: cookieName, Value: "", Path: "/console/", Expires: time.Unix(1, 0), MaxAge: -1,
-		HTTPOnly: true, SameSite: fiber.CookieSameSiteStrictMode, Secure: c.cfg.Secure})
+		HTTPOnly: true, SameSite: fiber.CookieSameSiteStrictMode, Secure: c.cfg.Secure || ctx.Secure()})
 	return ctx.Redirect("/console/", fiber.StatusSeeOther)
 }
 

@@ -217,3 +217,23 @@ func TestEventsStreamAndClientGone(t *testing.T) {
 	resp.Body.Close()
 	require.Eventually(t, func() bool { return e.c.Subscribers() == 0 }, 10*time.Second, 10*time.Millisecond)
 }
+
+// Signed in over HTTPS (here: behind a proxy saying so), the cookie is
+// Secure; over plain HTTP it is not (a browser would drop it).
+func TestCookieSecureOverHTTPS(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, tc := range []struct {
+		proto  string
+		secure bool
+	}{{"https", true}, {"", false}} {
+		var header []string
+		if tc.proto != "" {
+			header = []string{"X-Forwarded-Proto", tc.proto}
+		}
+		resp, _ := e.post(browser(t), "/console/sign-in", url.Values{"token": {token}}, header...)
+		require.Equal(t, 303, resp.StatusCode)
+		require.Len(t, resp.Cookies(), 1)
+		require.Equal(t, tc.secure, resp.Cookies()[0].Secure, "proto %q", tc.proto)
+	}
+}
