@@ -301,7 +301,8 @@ func TestConnReconnectsAfterOutage(t *testing.T) {
 	failed, err := p.Publish(context.Background(), []broker.Message{message("b")})
 	require.Error(t, err)
 	require.Error(t, failed[0])
-	require.Equal(t, 0.0, value(t, reg, "tandem_amqp_connected"))
+	// The gauge is lowered just after the connection is marked down.
+	require.Eventually(t, func() bool { return value(t, reg, "tandem_amqp_connected") == 0 }, 5*time.Second, 5*time.Millisecond)
 
 	proxy.Restore()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -143,14 +143,17 @@ func TestIdempotencyKeyInFlight(t *testing.T) {
 func TestLostResponseThenRetry(t *testing.T) {
 	t.Parallel()
 	fake, url := start(t, stripefake.Options{})
-	fake.SetFaults(stripefake.Faults{Latency: 300 * time.Millisecond})
+	// The client gives up well after its request reached the fake (a
+	// tighter timeout could fire before the request arrives on a busy
+	// machine) and well before the fake answers.
+	fake.SetFaults(stripefake.Faults{Latency: 1500 * time.Millisecond})
 
-	impatient := newClient(url, stripefake.DefaultAPIKey, &http.Client{Timeout: 50 * time.Millisecond})
+	impatient := newClient(url, stripefake.DefaultAPIKey, &http.Client{Timeout: 500 * time.Millisecond})
 	_, err := impatient.Customers.New(createParams("key-lost", "a@example.com", "u1"))
 	require.Error(t, err)
 
 	require.Eventually(t, func() bool { return fake.CountCreates() == 1 && fake.InFlight() == 0 },
-		5*time.Second, time.Millisecond)
+		15*time.Second, time.Millisecond)
 	fake.SetFaults(stripefake.Faults{})
 
 	sc := newClient(url, stripefake.DefaultAPIKey, nil)
