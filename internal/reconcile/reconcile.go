@@ -329,11 +329,7 @@ func apply(ctx context.Context, st Store, o Options, obj integrations.RemoteObje
 		ID: id, Kind: kind, RawType: "tandemctl.reconcile", RemoteID: obj.ID, UserID: obj.UserID,
 		OccurredAt: readAt.UTC(), Customer: obj.Customer, WithoutMetadata: obj.WithoutMetadata,
 	}
-	var refetch store.RefetchFunc
-	if o.Fetcher != nil {
-		refetch = webhook.Refetch(o.Fetcher, ev)
-	}
-	return st.ApplyInbound(ctx, o.Provider, webhook.Change(ev), refetch)
+	return webhook.Apply(ctx, st, o.Provider, o.Fetcher, ev, false)
 }
 
 // eventID is the synthetic inbound event id of applying obj's state:

@@ -7,30 +7,24 @@ import (
 	"github.com/tandem-sync/tandem/internal/store"
 )
 
-// Change is the store's view of a verified event, exactly as the webhook
-// applies it: the remote state validated as the REST API validates a user
-// (an invalid one carries the reason), hashed as the pushing side hashes
-// it. Other paths that apply remote states by the inbound rules (tandemctl
-// reconcile) use it, so the rules cannot differ.
-func Change(ev integrations.InboundEvent) store.InboundChange { return change(ev) }
-
-// Refetch is the store.RefetchFunc the webhook passes with ev: it re-reads
-// ev's remote object through recv (within FetchTimeout).
-func Refetch(recv integrations.WebhookReceiver, ev integrations.InboundEvent) store.RefetchFunc {
-	return refetch(recv, ev)
-}
-
 // Apply applies one verified event of provider, read by recv (its
 // ParseWebhook, or its integrations.ChangeLog), exactly as the webhook
 // route does: store.ApplyInbound with the state mapped and validated as the
 // API validates, re-reading the object through recv.Fetch when the store
-// asks. noCreate is TANDEM_INBOUND_CREATE=false. An InboundIgnored event
-// must not be passed. Check the event with CheckEvent first. It returns
+// asks (recv nil: never re-read; the store then decides from the event
+// alone). noCreate is TANDEM_INBOUND_CREATE=false. Other paths that apply
+// remote states by the inbound rules (catch-up, tandemctl reconcile) use
+// it, so the rules cannot differ. An InboundIgnored event must not be
+// passed. Check the event with CheckEvent first. It returns
 // ApplyInbound's result and error.
 func Apply(ctx context.Context, st Store, provider string, recv integrations.WebhookReceiver, ev integrations.InboundEvent, noCreate bool) (store.InboundResult, error) {
 	ch := change(ev)
 	ch.NoCreate = noCreate
-	return st.ApplyInbound(ctx, provider, ch, refetch(recv, ev))
+	var re store.RefetchFunc
+	if recv != nil {
+		re = refetch(recv, ev)
+	}
+	return st.ApplyInbound(ctx, provider, ch, re)
 }
 
 // CheckEvent refuses an event whose ids cannot be keys (a receiver's bug,
