@@ -7,12 +7,12 @@
 package catchupbench
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/tandem-sync/tandem/internal/bench/webhookbench"
 	"io"
 	"log/slog"
 	"net"
@@ -21,8 +21,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/stripe/stripe-go/v76/webhook"
 
 	"github.com/tandem-sync/tandem/internal/bench"
 	"github.com/tandem-sync/tandem/internal/catchup"
@@ -267,7 +265,7 @@ func webhookStage(ctx context.Context, dsn string, adapter *stripe.Adapter, evs 
 				if i >= len(payloads) || ctx.Err() != nil {
 					return
 				}
-				if err := post(ctx, client, url, payloads[i]); err != nil {
+				if err := webhookbench.PostSigned(ctx, client, url, benchSecret, payloads[i]); err != nil {
 					errs <- fmt.Errorf("event %d of the backlog: %w", i, err)
 					return
 				}
@@ -290,31 +288,6 @@ func webhookStage(ctx context.Context, dsn string, adapter *stripe.Adapter, evs 
 		return Stage{}, fmt.Errorf("%d of %d events applied", n, len(evs))
 	}
 	return Stage{Events: n, Elapsed: elapsed, Rate: float64(n) / elapsed.Seconds()}, nil
-}
-
-// post sends one signed event, as Stripe would, and wants it applied.
-func post(ctx context.Context, client *http.Client, url string, payload []byte) error {
-	ts := time.Now()
-	sig := webhook.ComputeSignature(ts, payload, benchSecret)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(payload))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json; charset=utf-8")
-	req.Header.Set("Stripe-Signature", "t="+strconv.FormatInt(ts.Unix(), 10)+",v1="+hex.EncodeToString(sig))
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`"outcome":"applied"`)) {
-		return fmt.Errorf("webhook answered %s: %s", resp.Status, body)
-	}
-	return nil
 }
 
 func catchupStage(ctx context.Context, dsn string, adapter *stripe.Adapter, o Options) (Stage, error) {

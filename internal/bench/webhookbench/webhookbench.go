@@ -482,31 +482,36 @@ func benchTandem(ctx context.Context, e *benchEnv) (benchOp, func(), error) {
 func sender(e *benchEnv, url string) (benchOp, func()) {
 	tr := &http.Transport{MaxIdleConnsPerHost: e.opts.Concurrency, MaxConnsPerHost: e.opts.Concurrency}
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	applied := []byte(`"outcome":"applied"`)
 	return func(ctx context.Context) error {
 		payload, _ := e.next()
-		ts := time.Now()
-		sig := webhook.ComputeSignature(ts, payload, benchSecret)
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(payload))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/json; charset=utf-8")
-		req.Header.Set("Stripe-Signature", "t="+strconv.FormatInt(ts.Unix(), 10)+",v1="+hex.EncodeToString(sig))
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode != http.StatusOK || !bytes.Contains(body, applied) {
-			return fmt.Errorf("webhook answered %s: %s", resp.Status, body)
-		}
-		return nil
+		return PostSigned(ctx, client, url, benchSecret, payload)
 	}, tr.CloseIdleConnections
+}
+
+// PostSigned sends one Stripe event signed with secret, as Stripe would,
+// and wants the webhook to answer that it applied it.
+func PostSigned(ctx context.Context, client *http.Client, url, secret string, payload []byte) error {
+	ts := time.Now()
+	sig := webhook.ComputeSignature(ts, payload, secret)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(payload))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	req.Header.Set("Stripe-Signature", "t="+strconv.FormatInt(ts.Unix(), 10)+",v1="+hex.EncodeToString(sig))
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`"outcome":"applied"`)) {
+		return fmt.Errorf("webhook answered %s: %s", resp.Status, body)
+	}
+	return nil
 }
 
 // procRSS reads this process's resident set size and its peak from
