@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tandem-sync/tandem/internal/config"
+	"github.com/tandem-sync/tandem/internal/httpclient"
 )
 
 // MaxNotificationsPerMessage is Salesforce's limit of notifications in one
@@ -107,7 +108,7 @@ func newOutbound(opts Options, srv *Server) *outbound {
 	}
 	close(o.idle)
 	if o.client == nil {
-		o.client = &http.Client{}
+		o.client = httpclient.New(0)
 	}
 	if o.backoff <= 0 {
 		o.backoff = time.Second

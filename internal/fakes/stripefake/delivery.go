@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/stripe/stripe-go/v76/webhook"
+
+	"github.com/tandem-sync/tandem/internal/httpclient"
 )
 
 // DeliveryOrder chooses the order in which queued webhook deliveries are sent.
@@ -128,7 +130,7 @@ func newDeliverer(opts Options, onDelivered func(string)) *deliverer {
 	}
 	close(d.idle)
 	if d.client == nil {
-		d.client = &http.Client{}
+		d.client = httpclient.New(0)
 	}
 	if d.signClock == nil {
 		d.signClock = time.Now

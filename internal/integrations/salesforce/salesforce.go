@@ -149,6 +149,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tandem-sync/tandem/internal/config"
+	"github.com/tandem-sync/tandem/internal/httpclient"
 	"github.com/tandem-sync/tandem/internal/integrations"
 )
 
@@ -218,7 +219,7 @@ func New(cfg Config, opts Options) (*Adapter, error) {
 	logger = logger.With("provider", Name)
 	client := opts.HTTPClient
 	if client == nil {
-		client = &http.Client{Timeout: DefaultHTTPTimeout}
+		client = httpclient.New(DefaultHTTPTimeout)
 	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {

@@ -92,6 +92,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	stripego "github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/customer"
+	"github.com/tandem-sync/tandem/internal/httpclient"
 	"github.com/tandem-sync/tandem/internal/integrations"
 	"golang.org/x/time/rate"
 )
@@ -148,7 +149,7 @@ func New(cfg Config, opts Options) (*Adapter, error) {
 	logger = logger.With("provider", Name)
 	httpClient := opts.HTTPClient
 	if httpClient == nil {
-		httpClient = &http.Client{Timeout: DefaultHTTPTimeout}
+		httpClient = httpclient.New(DefaultHTTPTimeout)
 	}
 	backendCfg := &stripego.BackendConfig{
 		HTTPClient:        httpClient,
