@@ -21,9 +21,7 @@ func (s *Store) UsersByStatus(ctx context.Context, providers []string) (map[stri
 		Status   string
 		N        int64
 	}
-	err := s.db.WithContext(ctx).Raw(`SELECT l.provider, l.status, COUNT(*) AS n
-		FROM provider_links l JOIN users u ON u.id = l.user_id
-		WHERE u.deleted_at IS NULL GROUP BY l.provider, l.status`).Scan(&rows).Error
+	err := s.db.WithContext(ctx).Raw(liveLinksByStatusSQL).Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("counting users by sync status: %w", translate(err))
 	}
@@ -44,6 +42,12 @@ func (s *Store) UsersByStatus(ctx context.Context, providers []string) (map[stri
 	}
 	return out, nil
 }
+
+// liveLinksByStatusSQL counts the links of live users by provider and
+// status.
+const liveLinksByStatusSQL = `SELECT l.provider, l.status, COUNT(*) AS n
+		FROM provider_links l JOIN users u ON u.id = l.user_id
+		WHERE u.deleted_at IS NULL GROUP BY l.provider, l.status`
 
 // PushesSince counts the pushes per provider recorded in the history since
 // t, by outcome: provider → outcome → pushes (zero with history off).
@@ -91,6 +95,19 @@ type AttentionItem struct {
 	Since    time.Time // the link's (or, with no link, the user's) last change
 }
 
+// attentionLinksSQL lists up to limit live users whose link to a provider is
+// failed, in conflict or pending since before a time, newest first
+// (arguments: attentionLinksArgs).
+const attentionLinksSQL = `SELECT l.user_id, u.email, l.status, l.last_error, l.updated_at
+			FROM provider_links l JOIN users u ON u.id = l.user_id
+			WHERE l.provider = ? AND u.deleted_at IS NULL
+			  AND (l.status IN (?, ?) OR (l.status = ? AND l.updated_at < ?))
+			ORDER BY l.updated_at DESC LIMIT ?`
+
+func attentionLinksArgs(provider string, pendingBefore time.Time, limit int) []any {
+	return []any{provider, LinkFailed, LinkConflict, LinkPending, pendingBefore.UTC(), limit}
+}
+
 // Attention lists up to limit live users needing attention for each of
 // providers: links failed or in conflict, links pending since before
 // pendingBefore, and users with no link yet created in the UnlinkedWindow
@@ -106,12 +123,7 @@ func (s *Store) Attention(ctx context.Context, providers []string, pendingBefore
 			LastError *string
 			UpdatedAt time.Time
 		}
-		err := s.db.WithContext(ctx).Raw(`SELECT l.user_id, u.email, l.status, l.last_error, l.updated_at
-			FROM provider_links l JOIN users u ON u.id = l.user_id
-			WHERE l.provider = ? AND u.deleted_at IS NULL
-			  AND (l.status IN (?, ?) OR (l.status = ? AND l.updated_at < ?))
-			ORDER BY l.updated_at DESC LIMIT ?`,
-			p, LinkFailed, LinkConflict, LinkPending, pendingBefore.UTC(), limit).Scan(&rows).Error
+		err := s.db.WithContext(ctx).Raw(attentionLinksSQL, attentionLinksArgs(p, pendingBefore, limit)...).Scan(&rows).Error
 		if err != nil {
 			return nil, fmt.Errorf("listing users needing attention: %w", translate(err))
 		}
