@@ -385,14 +385,25 @@ func listUsersQuery(db *gorm.DB, q ListQuery) *gorm.DB {
 	if q.Email != "" {
 		db = db.Where("live_email = LOWER(?)", q.Email)
 	}
+	// A user has at most one link to a provider (the primary key): the
+	// joins below return each user once.
 	switch q.SyncStatus {
 	case "":
 	case LinkPending:
-		db = db.Where("NOT EXISTS (SELECT 1 FROM provider_links l WHERE l.user_id = users.id AND l.provider = ? AND l.status <> ?)",
-			q.Provider, LinkPending)
+		// No link yet, or a pending one: the users in id order, each
+		// with one primary-key lookup of its link, up to the limit. (As
+		// NOT EXISTS, MariaDB first read all the provider's other links
+		// into a temporary table.)
+		db = db.Joins("LEFT JOIN provider_links l ON l.user_id = users.id AND l.provider = ?", q.Provider).
+			Where("l.status IS NULL OR l.status = ?", LinkPending)
 	default:
-		db = db.Where("EXISTS (SELECT 1 FROM provider_links l WHERE l.user_id = users.id AND l.provider = ? AND l.status = ?)",
-			q.Provider, q.SyncStatus)
+		// The provider's links with that status, from
+		// provider_links_status alone (it holds the user id), sorted by
+		// user: the users are then read in id order up to the limit.
+		// Ordered by users.id, MariaDB would read every such user and
+		// sort them all.
+		return db.Joins("JOIN provider_links l ON l.user_id = users.id AND l.provider = ? AND l.status = ?", q.Provider, q.SyncStatus).
+			Order("l.user_id").Limit(q.Limit + 1)
 	}
 	return db.Order("id").Limit(q.Limit + 1)
 }
