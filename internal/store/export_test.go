@@ -1,9 +1,22 @@
 package store
 
-import "gorm.io/gorm"
+import (
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// The statements behind the operator's views, for the tests that EXPLAIN
+// them (status_plan_test.go).
+
+// AttentionLinksSQL is the statement Attention runs for provider's links,
+// and its arguments.
+func AttentionLinksSQL(provider string, pendingBefore time.Time, limit int) (string, []any) {
+	return attentionLinksSQL, attentionLinksArgs(provider, pendingBefore, limit)
+}
 
 // ListUsersSQL is the statement ListUsers runs for q, its arguments
-// inlined (for the tests that EXPLAIN it: status_plan_test.go).
+// inlined.
 func (s *Store) ListUsersSQL(q ListQuery) string {
 	return s.db.ToSQL(func(tx *gorm.DB) *gorm.DB { return listUsersQuery(tx, q).Find(&[]userRow{}) })
 }

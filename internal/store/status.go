@@ -97,15 +97,31 @@ type AttentionItem struct {
 
 // attentionLinksSQL lists up to limit live users whose link to a provider is
 // failed, in conflict or pending since before a time, newest first
-// (arguments: attentionLinksArgs).
-const attentionLinksSQL = `SELECT l.user_id, u.email, l.status, l.last_error, l.updated_at
-			FROM provider_links l JOIN users u ON u.id = l.user_id
-			WHERE l.provider = ? AND u.deleted_at IS NULL
-			  AND (l.status IN (?, ?) OR (l.status = ? AND l.updated_at < ?))
-			ORDER BY l.updated_at DESC LIMIT ?`
+// (arguments: attentionLinksArgs). One part per status, each reading that
+// status's links from provider_links_status newest first and stopping at
+// the limit: one range over the three statuses would read every failed,
+// conflicting and old pending link and sort them (in an outage, all of
+// them) to keep the newest.
+const attentionLinksSQL = `SELECT * FROM (
+			(SELECT l.user_id, u.email, l.status, l.last_error, l.updated_at
+				FROM provider_links l JOIN users u ON u.id = l.user_id
+				WHERE l.provider = ? AND l.status = ? AND u.deleted_at IS NULL
+				ORDER BY l.updated_at DESC LIMIT ?)
+			UNION ALL
+			(SELECT l.user_id, u.email, l.status, l.last_error, l.updated_at
+				FROM provider_links l JOIN users u ON u.id = l.user_id
+				WHERE l.provider = ? AND l.status = ? AND u.deleted_at IS NULL
+				ORDER BY l.updated_at DESC LIMIT ?)
+			UNION ALL
+			(SELECT l.user_id, u.email, l.status, l.last_error, l.updated_at
+				FROM provider_links l JOIN users u ON u.id = l.user_id
+				WHERE l.provider = ? AND l.status = ? AND l.updated_at < ? AND u.deleted_at IS NULL
+				ORDER BY l.updated_at DESC LIMIT ?)
+		) a ORDER BY updated_at DESC LIMIT ?`
 
 func attentionLinksArgs(provider string, pendingBefore time.Time, limit int) []any {
-	return []any{provider, LinkFailed, LinkConflict, LinkPending, pendingBefore.UTC(), limit}
+	return []any{provider, LinkFailed, limit, provider, LinkConflict, limit,
+		provider, LinkPending, pendingBefore.UTC(), limit, limit}
 }
 
 // Attention lists up to limit live users needing attention for each of

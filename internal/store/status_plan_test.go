@@ -75,6 +75,30 @@ func explain(t *testing.T, db *sql.DB, q string, args ...any) plan {
 	return out
 }
 
+// TestAttentionReadsTheStatusIndex: the attention list reads each status's
+// links of the provider from provider_links_status, newest first, and stops
+// at its limit: no read of provider_links sorts what it read (a sort means
+// every failed, conflicting or old pending link was read first; in an
+// outage that is all of them).
+func TestAttentionReadsTheStatusIndex(t *testing.T) {
+	t.Parallel()
+	_, dsn := testutil.NewStore(t)
+	now := time.Now()
+	seedStatusViews(t, dsn, 3000, now)
+	db := openStore(t, dsn)
+	for _, p := range seedProviders {
+		q, args := store.AttentionLinksSQL(p, now.Add(-time.Hour), 50)
+		pl := explain(t, db, q, args...)
+		reads := pl.linkReads()
+		require.NotEmpty(t, reads, "%s", pl)
+		for _, r := range reads {
+			require.Equal(t, "provider_links_status", r.Key, "provider_links read without provider_links_status:%s", pl)
+			require.Contains(t, []string{"ref", "range"}, r.Type, "provider_links scanned:%s", pl)
+			require.NotContains(t, r.Extra, "filesort", "the links read are sorted, so all of them were read:%s", pl)
+		}
+	}
+}
+
 // TestSyncStatusFilterReadsTheStatusIndex: GET /v1/users?sync_status=failed
 // (or conflict) reads the provider's links with that status from
 // provider_links_status alone (the index holds the user id) and then the
