@@ -9,6 +9,13 @@ import (
 // The statements behind the operator's views, for the tests that EXPLAIN
 // them (status_plan_test.go).
 
+// LinksByStatusSQL and DeletedLinksByStatusSQL are the statements
+// UsersByStatus runs on provider_links.
+var (
+	LinksByStatusSQL        = linksByStatusSQL
+	DeletedLinksByStatusSQL = deletedLinksByStatusSQL
+)
+
 // AttentionLinksSQL is the statement Attention runs for provider's links,
 // and its arguments.
 func AttentionLinksSQL(provider string, pendingBefore time.Time, limit int) (string, []any) {

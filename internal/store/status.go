@@ -2,26 +2,38 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
+
+	"gorm.io/gorm"
 )
 
 // UsersByStatus counts the live users by the status of their link to each
 // of providers: provider → status → users. A live user with no link to a
-// provider yet counts as pending. It reads every live user and link (a
-// scan): callers share one result between viewers (the console) and do
-// not ask more than every few seconds.
+// provider yet counts as pending. It reads every user, and every link's
+// entry in provider_links_status (not the links themselves): callers share
+// one result between viewers (the console) and do not ask more than every
+// few seconds.
 func (s *Store) UsersByStatus(ctx context.Context, providers []string) (map[string]map[string]int64, error) {
-	var live int64
-	if err := s.db.WithContext(ctx).Table("users").Where("deleted_at IS NULL").Count(&live).Error; err != nil {
-		return nil, fmt.Errorf("counting users: %w", translate(err))
-	}
-	var rows []struct {
+	type count struct {
 		Provider string
 		Status   string
 		N        int64
 	}
-	err := s.db.WithContext(ctx).Raw(liveLinksByStatusSQL).Scan(&rows).Error
+	var live int64
+	var all, deleted []count
+	// One snapshot for the three counts: a user deleted, or a link changing
+	// status, between two of them would be counted twice or not at all.
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Table("users").Where("deleted_at IS NULL").Count(&live).Error; err != nil {
+			return err
+		}
+		if err := tx.Raw(linksByStatusSQL).Scan(&all).Error; err != nil {
+			return err
+		}
+		return tx.Raw(deletedLinksByStatusSQL).Scan(&deleted).Error
+	}, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("counting users by sync status: %w", translate(err))
 	}
@@ -30,24 +42,35 @@ func (s *Store) UsersByStatus(ctx context.Context, providers []string) (map[stri
 	for _, p := range providers {
 		out[p] = map[string]int64{LinkPending: 0, LinkSynced: 0, LinkFailed: 0, LinkConflict: 0}
 	}
-	for _, r := range rows {
-		if out[r.Provider] == nil {
-			continue
+	add := func(rows []count, sign int64) {
+		for _, r := range rows {
+			if out[r.Provider] == nil {
+				continue
+			}
+			out[r.Provider][r.Status] += sign * r.N
+			linked[r.Provider] += sign * r.N
 		}
-		out[r.Provider][r.Status] += r.N
-		linked[r.Provider] += r.N
 	}
+	// The live users' links are all links but the deleted users': a link
+	// is only created for a user that exists (INSERT … SELECT … FROM
+	// users), and users are marked deleted, never removed.
+	add(all, 1)
+	add(deleted, -1)
 	for _, p := range providers {
 		out[p][LinkPending] += max(live-linked[p], 0)
 	}
 	return out, nil
 }
 
-// liveLinksByStatusSQL counts the links of live users by provider and
-// status.
-const liveLinksByStatusSQL = `SELECT l.provider, l.status, COUNT(*) AS n
-		FROM provider_links l JOIN users u ON u.id = l.user_id
-		WHERE u.deleted_at IS NULL GROUP BY l.provider, l.status`
+// linksByStatusSQL counts every link by provider and status: a read of
+// provider_links_status alone (migration 13), in its order.
+const linksByStatusSQL = `SELECT provider, status, COUNT(*) AS n FROM provider_links GROUP BY provider, status`
+
+// deletedLinksByStatusSQL counts the links of deleted users by provider
+// and status, looked up by user.
+const deletedLinksByStatusSQL = `SELECT l.provider, l.status, COUNT(*) AS n
+		FROM users u JOIN provider_links l ON l.user_id = u.id
+		WHERE u.deleted_at IS NOT NULL GROUP BY l.provider, l.status`
 
 // PushesSince counts the pushes per provider recorded in the history since
 // t, by outcome: provider → outcome → pushes (zero with history off).

@@ -138,6 +138,31 @@ func TestSyncStatusFilterReadsTheStatusIndex(t *testing.T) {
 	}
 }
 
+// TestUsersByStatusReadsTheStatusIndex: the counts by status read
+// provider_links_status alone (every entry: each link is counted, but not
+// its row), in its order (no temporary table, no sort); the links of
+// deleted users, which are subtracted, are looked up by user.
+func TestUsersByStatusReadsTheStatusIndex(t *testing.T) {
+	t.Parallel()
+	_, dsn := testutil.NewStore(t)
+	seedStatusViews(t, dsn, 3000, time.Now())
+	db := openStore(t, dsn)
+	pl := explain(t, db, store.LinksByStatusSQL)
+	reads := pl.linkReads()
+	require.Len(t, reads, 1, "%s", pl)
+	require.Equal(t, "provider_links_status", reads[0].Key, "provider_links read without provider_links_status:%s", pl)
+	require.Contains(t, reads[0].Extra, "Using index", "the links' rows are read, not only the index:%s", pl)
+	for _, r := range pl {
+		require.NotContains(t, r.Extra, "Using temporary", "%s", pl)
+		require.NotContains(t, r.Extra, "filesort", "%s", pl)
+	}
+	pl = explain(t, db, store.DeletedLinksByStatusSQL)
+	reads = pl.linkReads()
+	require.Len(t, reads, 1, "%s", pl)
+	require.Equal(t, "PRIMARY", reads[0].Key, "the links of deleted users are not looked up by user:%s", pl)
+	require.Equal(t, "ref", reads[0].Type, "the links of deleted users are not looked up by user:%s", pl)
+}
+
 // TestStatusViewsOnManyLinks: on thousands of links with every status, the
 // counts, the attention list and the sync_status filter give what the rows
 // say (the tests above check how they are read).
