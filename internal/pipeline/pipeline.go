@@ -89,7 +89,8 @@ func (s Source) Snapshot(ctx context.Context) (Status, error) {
 	return s.fast(ctx, sl)
 }
 
-// slowPart is what scans tables: users by status, pushes and attention.
+// slowPart is the costlier part: users by status (it reads every user and
+// every link's index entry), pushes and attention.
 type slowPart struct {
 	users     map[string]map[string]int64
 	pushes    map[string]map[string]int64
@@ -152,9 +153,10 @@ func (s Source) fast(ctx context.Context, sl slowPart) (Status, error) {
 }
 
 // Live is a Source for a view refreshed every second or so (the console):
-// the outbox and the queues are read at every Snapshot, the parts that scan
-// tables (users by status, the sync rate, the attention list) at most every
-// Slow (default 5s), so an open console costs the database little.
+// the outbox and the queues are read at every Snapshot, the costlier parts
+// (users by status, which reads every user, the sync rate, the attention
+// list) at most every Slow (default 5s), so an open console costs the
+// database little.
 type Live struct {
 	Source
 	Slow time.Duration

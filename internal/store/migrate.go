@@ -265,6 +265,9 @@ var migrationApplied = map[uint]func(ctx context.Context, db *sql.DB) (bool, err
 	},
 	11: func(ctx context.Context, db *sql.DB) (bool, error) { return tableExists(ctx, db, "provider_cursors") },
 	12: func(ctx context.Context, db *sql.DB) (bool, error) { return tableExists(ctx, db, "sync_history") },
+	13: func(ctx context.Context, db *sql.DB) (bool, error) {
+		return indexExists(ctx, db, "provider_links", "provider_links_status")
+	},
 }
 
 // copyingMigrations are the migrations that copy a whole table (MariaDB

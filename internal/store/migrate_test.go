@@ -225,3 +225,44 @@ func TestCopyingMigrationIsRefusedOnALargeTable(t *testing.T) {
 	v, _ = schemaVersion(t, dsn)
 	require.GreaterOrEqual(t, v, int64(4))
 }
+
+// TestStatusIndexMigration: migration 13 adds provider_links_status, its
+// down file drops it, and a run interrupted before or after its ALTER is
+// recovered by looking for the index.
+func TestStatusIndexMigration(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := testutil.NewDatabase(t)
+	columns := func() string {
+		var cols sql.NullString
+		require.NoError(t, openDB(t, dsn).QueryRow(`SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX)
+			FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE()
+			AND TABLE_NAME = 'provider_links' AND INDEX_NAME = 'provider_links_status'`).Scan(&cols))
+		return cols.String
+	}
+	at := func(want int64) {
+		t.Helper()
+		v, dirty := schemaVersion(t, dsn)
+		require.Equal(t, want, v)
+		require.False(t, dirty)
+	}
+	require.NoError(t, store.MigrateWith(ctx, dsn, store.MigrateOptions{Target: 12}))
+	require.Empty(t, columns())
+	require.NoError(t, store.MigrateWith(ctx, dsn, store.MigrateOptions{Target: 13}))
+	at(13)
+	require.Equal(t, "provider,status,updated_at", columns())
+	require.NoError(t, store.MigrateWith(ctx, dsn, store.MigrateOptions{Target: 12}), "down")
+	at(12)
+	require.Empty(t, columns())
+
+	for _, applied := range []bool{true, false} {
+		if applied {
+			require.NoError(t, store.MigrateWith(ctx, dsn, store.MigrateOptions{Target: 13}))
+		}
+		testutil.Exec(t, dsn, "UPDATE schema_migrations SET version = 13, dirty = 1")
+		require.NoError(t, store.MigrateWith(ctx, dsn, store.MigrateOptions{Target: 13}), "applied=%v", applied)
+		at(13)
+		require.Equal(t, "provider,status,updated_at", columns(), "applied=%v", applied)
+		require.NoError(t, store.MigrateWith(ctx, dsn, store.MigrateOptions{Target: 12}))
+	}
+}

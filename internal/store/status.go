@@ -2,28 +2,38 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
+
+	"gorm.io/gorm"
 )
 
 // UsersByStatus counts the live users by the status of their link to each
 // of providers: provider → status → users. A live user with no link to a
-// provider yet counts as pending. It reads every live user and link (a
-// scan): callers share one result between viewers (the console) and do
-// not ask more than every few seconds.
+// provider yet counts as pending. It reads every user, and every link's
+// entry in provider_links_status (not the links themselves): callers share
+// one result between viewers (the console) and do not ask more than every
+// few seconds.
 func (s *Store) UsersByStatus(ctx context.Context, providers []string) (map[string]map[string]int64, error) {
-	var live int64
-	if err := s.db.WithContext(ctx).Table("users").Where("deleted_at IS NULL").Count(&live).Error; err != nil {
-		return nil, fmt.Errorf("counting users: %w", translate(err))
-	}
-	var rows []struct {
+	type count struct {
 		Provider string
 		Status   string
 		N        int64
 	}
-	err := s.db.WithContext(ctx).Raw(`SELECT l.provider, l.status, COUNT(*) AS n
-		FROM provider_links l JOIN users u ON u.id = l.user_id
-		WHERE u.deleted_at IS NULL GROUP BY l.provider, l.status`).Scan(&rows).Error
+	var live int64
+	var all, deleted []count
+	// One snapshot for the three counts: a user deleted, or a link changing
+	// status, between two of them would be counted twice or not at all.
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Table("users").Where("deleted_at IS NULL").Count(&live).Error; err != nil {
+			return err
+		}
+		if err := tx.Raw(linksByStatusSQL).Scan(&all).Error; err != nil {
+			return err
+		}
+		return tx.Raw(deletedLinksByStatusSQL).Scan(&deleted).Error
+	}, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("counting users by sync status: %w", translate(err))
 	}
@@ -32,18 +42,35 @@ func (s *Store) UsersByStatus(ctx context.Context, providers []string) (map[stri
 	for _, p := range providers {
 		out[p] = map[string]int64{LinkPending: 0, LinkSynced: 0, LinkFailed: 0, LinkConflict: 0}
 	}
-	for _, r := range rows {
-		if out[r.Provider] == nil {
-			continue
+	add := func(rows []count, sign int64) {
+		for _, r := range rows {
+			if out[r.Provider] == nil {
+				continue
+			}
+			out[r.Provider][r.Status] += sign * r.N
+			linked[r.Provider] += sign * r.N
 		}
-		out[r.Provider][r.Status] += r.N
-		linked[r.Provider] += r.N
 	}
+	// The live users' links are all links but the deleted users': a link
+	// is only created for a user that exists (INSERT … SELECT … FROM
+	// users), and users are marked deleted, never removed.
+	add(all, 1)
+	add(deleted, -1)
 	for _, p := range providers {
 		out[p][LinkPending] += max(live-linked[p], 0)
 	}
 	return out, nil
 }
+
+// linksByStatusSQL counts every link by provider and status: a read of
+// provider_links_status alone (migration 13), in its order.
+const linksByStatusSQL = `SELECT provider, status, COUNT(*) AS n FROM provider_links GROUP BY provider, status`
+
+// deletedLinksByStatusSQL counts the links of deleted users by provider
+// and status, looked up by user.
+const deletedLinksByStatusSQL = `SELECT l.provider, l.status, COUNT(*) AS n
+		FROM users u JOIN provider_links l ON l.user_id = u.id
+		WHERE u.deleted_at IS NOT NULL GROUP BY l.provider, l.status`
 
 // PushesSince counts the pushes per provider recorded in the history since
 // t, by outcome: provider → outcome → pushes (zero with history off).
@@ -91,6 +118,35 @@ type AttentionItem struct {
 	Since    time.Time // the link's (or, with no link, the user's) last change
 }
 
+// attentionLinksSQL lists up to limit live users whose link to a provider is
+// failed, in conflict or pending since before a time, newest first
+// (arguments: attentionLinksArgs). One part per status, each reading that
+// status's links from provider_links_status newest first and stopping at
+// the limit: one range over the three statuses would read every failed,
+// conflicting and old pending link and sort them (in an outage, all of
+// them) to keep the newest.
+const attentionLinksSQL = `SELECT * FROM (
+			(SELECT l.user_id, u.email, l.status, l.last_error, l.updated_at
+				FROM provider_links l JOIN users u ON u.id = l.user_id
+				WHERE l.provider = ? AND l.status = ? AND u.deleted_at IS NULL
+				ORDER BY l.updated_at DESC LIMIT ?)
+			UNION ALL
+			(SELECT l.user_id, u.email, l.status, l.last_error, l.updated_at
+				FROM provider_links l JOIN users u ON u.id = l.user_id
+				WHERE l.provider = ? AND l.status = ? AND u.deleted_at IS NULL
+				ORDER BY l.updated_at DESC LIMIT ?)
+			UNION ALL
+			(SELECT l.user_id, u.email, l.status, l.last_error, l.updated_at
+				FROM provider_links l JOIN users u ON u.id = l.user_id
+				WHERE l.provider = ? AND l.status = ? AND l.updated_at < ? AND u.deleted_at IS NULL
+				ORDER BY l.updated_at DESC LIMIT ?)
+		) a ORDER BY updated_at DESC LIMIT ?`
+
+func attentionLinksArgs(provider string, pendingBefore time.Time, limit int) []any {
+	return []any{provider, LinkFailed, limit, provider, LinkConflict, limit,
+		provider, LinkPending, pendingBefore.UTC(), limit, limit}
+}
+
 // Attention lists up to limit live users needing attention for each of
 // providers: links failed or in conflict, links pending since before
 // pendingBefore, and users with no link yet created in the UnlinkedWindow
@@ -106,12 +162,7 @@ func (s *Store) Attention(ctx context.Context, providers []string, pendingBefore
 			LastError *string
 			UpdatedAt time.Time
 		}
-		err := s.db.WithContext(ctx).Raw(`SELECT l.user_id, u.email, l.status, l.last_error, l.updated_at
-			FROM provider_links l JOIN users u ON u.id = l.user_id
-			WHERE l.provider = ? AND u.deleted_at IS NULL
-			  AND (l.status IN (?, ?) OR (l.status = ? AND l.updated_at < ?))
-			ORDER BY l.updated_at DESC LIMIT ?`,
-			p, LinkFailed, LinkConflict, LinkPending, pendingBefore.UTC(), limit).Scan(&rows).Error
+		err := s.db.WithContext(ctx).Raw(attentionLinksSQL, attentionLinksArgs(p, pendingBefore, limit)...).Scan(&rows).Error
 		if err != nil {
 			return nil, fmt.Errorf("listing users needing attention: %w", translate(err))
 		}

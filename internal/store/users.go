@@ -357,24 +357,8 @@ type ListQuery struct {
 // ListUsers returns up to q.Limit live users with id > q.After, ordered by
 // id, and whether more follow.
 func (s *Store) ListUsers(ctx context.Context, q ListQuery) ([]User, bool, error) {
-	db := s.db.WithContext(ctx).Where("deleted_at IS NULL")
-	if q.After != "" {
-		db = db.Where("id > ?", q.After)
-	}
-	if q.Email != "" {
-		db = db.Where("live_email = LOWER(?)", q.Email)
-	}
-	switch q.SyncStatus {
-	case "":
-	case LinkPending:
-		db = db.Where("NOT EXISTS (SELECT 1 FROM provider_links l WHERE l.user_id = users.id AND l.provider = ? AND l.status <> ?)",
-			q.Provider, LinkPending)
-	default:
-		db = db.Where("EXISTS (SELECT 1 FROM provider_links l WHERE l.user_id = users.id AND l.provider = ? AND l.status = ?)",
-			q.Provider, q.SyncStatus)
-	}
 	var rows []userRow
-	if err := db.Order("id").Limit(q.Limit + 1).Find(&rows).Error; err != nil {
+	if err := listUsersQuery(s.db.WithContext(ctx), q).Find(&rows).Error; err != nil {
 		return nil, false, fmt.Errorf("listing users: %w", translate(err))
 	}
 	more := len(rows) > q.Limit
@@ -390,4 +374,36 @@ func (s *Store) ListUsers(ctx context.Context, q ListQuery) ([]User, bool, error
 		users = append(users, u)
 	}
 	return users, more, nil
+}
+
+// listUsersQuery is ListUsers' query on db: up to q.Limit+1 rows.
+func listUsersQuery(db *gorm.DB, q ListQuery) *gorm.DB {
+	db = db.Where("deleted_at IS NULL")
+	if q.After != "" {
+		db = db.Where("id > ?", q.After)
+	}
+	if q.Email != "" {
+		db = db.Where("live_email = LOWER(?)", q.Email)
+	}
+	// A user has at most one link to a provider (the primary key): the
+	// joins below return each user once.
+	switch q.SyncStatus {
+	case "":
+	case LinkPending:
+		// No link yet, or a pending one: the users in id order, each
+		// with one primary-key lookup of its link, up to the limit. (As
+		// NOT EXISTS, MariaDB first read all the provider's other links
+		// into a temporary table.)
+		db = db.Joins("LEFT JOIN provider_links l ON l.user_id = users.id AND l.provider = ?", q.Provider).
+			Where("l.status IS NULL OR l.status = ?", LinkPending)
+	default:
+		// The provider's links with that status, from
+		// provider_links_status alone (it holds the user id), sorted by
+		// user: the users are then read in id order up to the limit.
+		// Ordered by users.id, MariaDB would read every such user and
+		// sort them all.
+		return db.Joins("JOIN provider_links l ON l.user_id = users.id AND l.provider = ? AND l.status = ?", q.Provider, q.SyncStatus).
+			Order("l.user_id").Limit(q.Limit + 1)
+	}
+	return db.Order("id").Limit(q.Limit + 1)
 }

@@ -1,0 +1,1 @@
+ALTER TABLE provider_links DROP KEY provider_links_status;
