@@ -60,6 +60,7 @@ func run(ctx context.Context, args []string) error {
 	linkByEmail := fs.Bool("link-by-email", true, "pipeline stage: the worker's TANDEM_LINK_BY_EMAIL")
 	workerConc := fs.Int("worker-concurrency", 0, "pipeline stage: the worker's TANDEM_WORKER_CONCURRENCY (prefetch twice it; 0: Tandem's default)")
 	climb := fs.Bool("keep-climbing", false, "pipeline stage: run every rate even after one is not sustained")
+	repeat := fs.Int("repeat", 1, "pipeline stage: run the rates this many times, each with fresh processes, database and vhost, and summarise")
 	profileDir := fs.String("pipeline-profiles", "", "pipeline stage: save CPU profiles of the api, worker and webhook over each step in this directory")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
@@ -180,11 +181,10 @@ func run(ctx context.Context, args []string) error {
 		}
 		rows = append(rows, r...)
 	}
-	var pipeline []bench.PipelineStep
+	var pipelines [][]bench.PipelineStep
 	if slices.Contains(want, "pipeline") {
-		vhost, drop, err := bench.Vhost(*mgmt, *amqpURL)
-		if err != nil {
-			return err
+		if *repeat < 1 {
+			return fmt.Errorf("-repeat %d: want at least 1", *repeat)
 		}
 		var rs []int
 		for _, f := range strings.Split(*rates, ",") {
@@ -198,24 +198,42 @@ func run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		pipeline, err = bench.Pipeline(ctx, bench.PipelineOptions{MySQLDSN: *dsn, AMQPURL: vhost, Rates: rs, MixRate: *mixRate,
-			Step: *step, LinkByEmail: *linkByEmail, KeepClimbing: *climb, WorkerConcurrency: *workerConc, ProfileDir: *profileDir,
-			SandboxCommand: []string{self, sandboxChild}, Log: os.Stderr})
-		drop()
-		if err != nil {
-			return fmt.Errorf("pipeline stage: %w", err)
+		for i := range *repeat {
+			if *repeat > 1 {
+				fmt.Fprintf(os.Stderr, "pipeline: run %d of %d\n", i+1, *repeat)
+			}
+			vhost, drop, err := bench.Vhost(*mgmt, *amqpURL)
+			if err != nil {
+				return err
+			}
+			steps, err := bench.Pipeline(ctx, bench.PipelineOptions{MySQLDSN: *dsn, AMQPURL: vhost, Rates: rs, MixRate: *mixRate,
+				Step: *step, LinkByEmail: *linkByEmail, KeepClimbing: *climb, WorkerConcurrency: *workerConc, ProfileDir: *profileDir,
+				SandboxCommand: []string{self, sandboxChild}, Log: os.Stderr})
+			drop()
+			if err != nil {
+				return fmt.Errorf("pipeline stage: %w", err)
+			}
+			pipelines = append(pipelines, steps)
 		}
 	}
 	if len(rows) > 0 {
 		bench.Table(os.Stdout, rows)
 	}
-	if len(pipeline) > 0 {
-		conc := "default"
-		if *workerConc > 0 {
-			conc = strconv.Itoa(*workerConc)
+	workerConcurrency := "default"
+	if *workerConc > 0 {
+		workerConcurrency = strconv.Itoa(*workerConc)
+	}
+	for i, steps := range pipelines {
+		run := ""
+		if len(pipelines) > 1 {
+			run = fmt.Sprintf(", run %d of %d", i+1, len(pipelines))
 		}
-		fmt.Printf("\n## Pipeline (TANDEM_LINK_BY_EMAIL=%v, TANDEM_WORKER_CONCURRENCY %s)\n\n", *linkByEmail, conc)
-		bench.PipelineTable(os.Stdout, pipeline)
+		fmt.Printf("\n## Pipeline (TANDEM_LINK_BY_EMAIL=%v, TANDEM_WORKER_CONCURRENCY %s%s)\n\n", *linkByEmail, workerConcurrency, run)
+		bench.PipelineTable(os.Stdout, steps)
+	}
+	if len(pipelines) > 1 {
+		fmt.Printf("\n## Pipeline over %d runs\n\n", len(pipelines))
+		bench.PipelineSummary(os.Stdout, pipelines)
 	}
 	return nil
 }

@@ -145,13 +145,29 @@ func Pipeline(ctx context.Context, o PipelineOptions) ([]PipelineStep, error) {
 			fmt.Sprintf("TANDEM_WORKER_PREFETCH=%d", 2*o.WorkerConcurrency))
 	}
 	procs := map[string]*benchProcess{}
-	defer func() {
-		for _, name := range []string{"worker", "webhook", "api"} {
-			if p := procs[name]; p != nil {
-				p.stop()
+	var stopOnce sync.Once
+	stopAll := func() {
+		stopOnce.Do(func() {
+			for _, name := range []string{"worker", "webhook", "api"} {
+				if p := procs[name]; p != nil {
+					p.stop()
+				}
+			}
+		})
+	}
+	defer stopAll()
+	// failed stops Tandem's processes and logs the end of what each wrote
+	// (warnings and errors: they say why a step failed), then returns err.
+	failed := func(err error) error {
+		stopAll()
+		for _, name := range []string{"api", "worker", "webhook"} {
+			if p := procs[name]; p != nil && p.stderr.Len() > 0 {
+				out := p.stderr.Bytes()
+				fmt.Fprintf(o.Log, "pipeline: the end of %s's log:\n%s\n", name, out[max(0, len(out)-4096):])
 			}
 		}
-	}()
+		return err
+	}
 	for _, p := range []*benchProcess{
 		{name: "api", path: filepath.Join(bin, "api"), ready: "http://" + apiAddr + "/readyz"},
 		{name: "webhook", path: filepath.Join(bin, "webhook"), ready: "http://" + webhookAddr + "/readyz"},
@@ -171,7 +187,7 @@ func Pipeline(ctx context.Context, o PipelineOptions) ([]PipelineStep, error) {
 		fmt.Fprintf(o.Log, "pipeline: %d creates/s for %s\n", rate, o.Step)
 		s, err := r.step(ctx, fmt.Sprintf("creates %d/s", rate), rate, 0)
 		if err != nil {
-			return steps, err
+			return steps, failed(err)
 		}
 		steps = append(steps, s)
 		fmt.Fprintf(o.Log, "pipeline: %s: synced %.0f/s, lag p99 %s, sustained %v %s\n", s.Name, s.Synced, s.LagP99, s.Sustained, s.Why)
@@ -183,7 +199,7 @@ func Pipeline(ctx context.Context, o PipelineOptions) ([]PipelineStep, error) {
 		fmt.Fprintf(o.Log, "pipeline: %d changes/s, half PATCHes, for %s\n", o.MixRate, o.Step)
 		s, err := r.step(ctx, fmt.Sprintf("mix %d/s (½ PATCH)", o.MixRate), o.MixRate-o.MixRate/2, o.MixRate/2)
 		if err != nil {
-			return steps, err
+			return steps, failed(err)
 		}
 		steps = append(steps, s)
 		fmt.Fprintf(o.Log, "pipeline: %s: synced %.0f/s, lag p99 %s, sustained %v %s\n", s.Name, s.Synced, s.LagP99, s.Sustained, s.Why)
@@ -521,8 +537,8 @@ func (r *pipelineRun) awaitQuiet(ctx context.Context, limit time.Duration) error
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("pipeline not quiet after %s: %d users behind, %d outbox rows unpublished, %d deliveries pending",
-				limit, behind, unpublished, st.Deliveries.Pending)
+			return fmt.Errorf("pipeline not quiet after %s: %d users behind%s, %d outbox rows unpublished, %d deliveries pending",
+				limit, behind, r.behindDetail(ctx), unpublished, st.Deliveries.Pending)
 		}
 		select {
 		case <-ctx.Done():
@@ -530,6 +546,34 @@ func (r *pipelineRun) awaitQuiet(ctx context.Context, limit time.Duration) error
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// behindDetail describes up to five users whose link is behind: the link's
+// state says why (failed after its attempts, a conflict, a lease held).
+func (r *pipelineRun) behindDetail(ctx context.Context) string {
+	rows, err := r.stats.QueryContext(ctx, `SELECT u.id, u.version, COALESCE(l.status, '(no link)'), COALESCE(l.synced_version, 0),
+			COALESCE(l.last_error, ''), l.attempt_version IS NOT NULL, COALESCE(l.lease_until > NOW(6), FALSE)
+		FROM users u LEFT JOIN provider_links l ON l.user_id = u.id AND l.provider = 'stripe'
+		WHERE u.deleted_at IS NULL AND (l.synced_version IS NULL OR l.synced_version < u.version) LIMIT 5`)
+	if err != nil {
+		return " (" + err.Error() + ")"
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id, status, lastErr string
+		var version, synced int64
+		var unsure, leased bool
+		if err := rows.Scan(&id, &version, &status, &synced, &lastErr, &unsure, &leased); err != nil {
+			return " (" + err.Error() + ")"
+		}
+		out = append(out, fmt.Sprintf("%s at version %d: link %s at %d, attempt unknown %v, leased %v, last error %q",
+			id, version, status, synced, unsure, leased, lastErr))
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(out, "; ") + ")"
 }
 
 // statsUser is the MariaDB account the pipeline's processes use, so that
@@ -669,4 +713,64 @@ func ServeSandboxChild(ctx context.Context, args []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
+}
+
+// PipelineSummary writes, for runs of the same steps (-repeat), each step's
+// outcome across the runs: in how many it was sustained, and the median
+// (and range) of its synced rate, its lag p99 and its CPU per change over
+// all processes. It returns the highest create rate sustained in more than
+// half of the runs (0 if none): on a shared machine one run's verdict
+// moves with the neighbours.
+func PipelineSummary(w io.Writer, runs [][]PipelineStep) int {
+	var names []string
+	byName := map[string][]PipelineStep{}
+	for _, run := range runs {
+		for _, s := range run {
+			if _, ok := byName[s.Name]; !ok {
+				names = append(names, s.Name)
+			}
+			byName[s.Name] = append(byName[s.Name], s)
+		}
+	}
+	fmt.Fprint(w, "| step | runs | sustained | synced/s, median (range) | lag p99, median (range) | CPU per change, all processes, median |\n|---|---:|---:|---|---|---:|\n")
+	best := 0
+	for _, name := range names {
+		steps := byName[name]
+		sustained := 0
+		var synced, lag, cpu []float64
+		for _, s := range steps {
+			if s.Sustained {
+				sustained++
+			}
+			synced = append(synced, s.Synced)
+			lag = append(lag, float64(s.LagP99))
+			var total time.Duration
+			for _, p := range pipelineProcs {
+				total += s.CPU[p]
+			}
+			cpu = append(cpu, float64(total))
+		}
+		if 2*sustained > len(runs) && strings.HasPrefix(name, "creates ") {
+			best = max(best, int(steps[0].Offered+0.5))
+		}
+		lo, mid, hi := spread(synced)
+		llo, lmid, lhi := spread(lag)
+		_, cmid, _ := spread(cpu)
+		fmt.Fprintf(w, "| %s | %d | %d of %d | %.0f (%.0f–%.0f) | %s (%s–%s) | %d µs |\n", name, len(steps), sustained, len(runs),
+			mid, lo, hi, fmtDur(time.Duration(lmid)), fmtDur(time.Duration(llo)), fmtDur(time.Duration(lhi)),
+			time.Duration(cmid).Microseconds())
+	}
+	fmt.Fprintf(w, "\nA step a run did not reach (it stopped climbing) counts as not sustained. Highest create rate sustained in more than half of %d runs: **%d/s**.\n", len(runs), best)
+	return best
+}
+
+// spread returns the smallest, median and largest of xs (not empty).
+func spread(xs []float64) (lo, mid, hi float64) {
+	s := slices.Sorted(slices.Values(xs))
+	n := len(s)
+	mid = s[n/2]
+	if n%2 == 0 {
+		mid = (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[0], mid, s[n-1]
 }
