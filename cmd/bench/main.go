@@ -182,6 +182,7 @@ func run(ctx context.Context, args []string) error {
 		rows = append(rows, r...)
 	}
 	var pipelines [][]bench.PipelineStep
+	var failedRuns []string
 	if slices.Contains(want, "pipeline") {
 		if *repeat < 1 {
 			return fmt.Errorf("-repeat %d: want at least 1", *repeat)
@@ -210,8 +211,14 @@ func run(ctx context.Context, args []string) error {
 				Step: *step, LinkByEmail: *linkByEmail, KeepClimbing: *climb, WorkerConcurrency: *workerConc, ProfileDir: *profileDir,
 				SandboxCommand: []string{self, sandboxChild}, Log: os.Stderr})
 			drop()
-			if err != nil {
+			if err != nil && *repeat == 1 {
 				return fmt.Errorf("pipeline stage: %w", err)
+			}
+			if err != nil {
+				// The other runs still count: this one's steps so far are
+				// summarised, the rest as not sustained.
+				fmt.Fprintf(os.Stderr, "pipeline: run %d failed: %v\n", i+1, err)
+				failedRuns = append(failedRuns, fmt.Sprintf("run %d: %v", i+1, err))
 			}
 			pipelines = append(pipelines, steps)
 		}
@@ -234,6 +241,9 @@ func run(ctx context.Context, args []string) error {
 	if len(pipelines) > 1 {
 		fmt.Printf("\n## Pipeline over %d runs\n\n", len(pipelines))
 		bench.PipelineSummary(os.Stdout, pipelines)
+	}
+	if len(failedRuns) > 0 {
+		return fmt.Errorf("pipeline stage: %d of %d runs failed:\n%s", len(failedRuns), len(pipelines), strings.Join(failedRuns, "\n"))
 	}
 	return nil
 }
