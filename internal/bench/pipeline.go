@@ -159,6 +159,10 @@ func Pipeline(ctx context.Context, o PipelineOptions) ([]PipelineStep, error) {
 	// failed stops Tandem's processes and logs the end of what each wrote
 	// (warnings and errors: they say why a step failed), then returns err.
 	failed := func(err error) error {
+		for name, addr := range map[string]string{"api": apiAddr, "worker": workerAddr} {
+			fmt.Fprintf(o.Log, "pipeline: %s's counters:\n%s", name, metricLines(ctx, "http://"+addr+"/metrics",
+				"tandem_worker_messages_total", "tandem_outbox"))
+		}
 		stopAll()
 		for _, name := range []string{"api", "worker", "webhook"} {
 			if p := procs[name]; p != nil && p.stderr.Len() > 0 {
@@ -773,4 +777,32 @@ func spread(xs []float64) (lo, mid, hi float64) {
 		mid = (s[n/2-1] + s[n/2]) / 2
 	}
 	return s[0], mid, s[n-1]
+}
+
+// metricLines returns the lines of the Prometheus text at url whose metric
+// name starts with one of prefixes.
+func metricLines(ctx context.Context, url string, prefixes ...string) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err.Error() + "\n"
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error() + "\n"
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err.Error() + "\n"
+	}
+	var b strings.Builder
+	for line := range strings.Lines(string(body)) {
+		for _, p := range prefixes {
+			if strings.HasPrefix(line, p) {
+				b.WriteString(line)
+				break
+			}
+		}
+	}
+	return b.String()
 }

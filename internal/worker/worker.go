@@ -314,6 +314,9 @@ func (w *Worker) handle(ctx context.Context, d amqp.Delivery) {
 	switch {
 	case err == nil:
 	case errors.Is(err, store.ErrNotFound):
+		// Users are never removed, only marked deleted: a message for a
+		// user that does not exist is an anomaly worth a line.
+		log.Warn("message for a user that does not exist; nothing to push")
 		outcome, err = OutcomeUnknownUser, nil
 	case errors.Is(err, store.ErrBusy), errors.Is(err, store.ErrLeaseLost):
 		w.delay(ctx, log, d, 0, err, start)
