@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -470,4 +471,59 @@ func TestUnreschedulableMessageIsHandedBackAfterAPause(t *testing.T) {
 	lossy.mode.Store(lossNone)
 	p.waitSynced(20*time.Second, store.LinkSynced, u)
 	require.Len(t, customersOf(p.fake, u.ID), 1)
+}
+
+// unseenStore answers Sync with store.ErrNotFound for each user's first
+// push: the worker read the message before it could see the user's
+// transaction (the pipeline bench caught this once in ~40,000 creates).
+type unseenStore struct {
+	worker.Store
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (u *unseenStore) wrap(inner worker.Store) worker.Store {
+	u.Store, u.seen = inner, map[string]bool{}
+	return u
+}
+
+func (u *unseenStore) Sync(ctx context.Context, userID, provider string, ttl time.Duration, plan store.PlanFunc, push store.PushFunc) error {
+	u.mu.Lock()
+	first := !u.seen[userID]
+	u.seen[userID] = true
+	u.mu.Unlock()
+	if first {
+		return fmt.Errorf("syncing user %s to %s: %w", userID, provider, store.ErrNotFound)
+	}
+	return u.Store.Sync(ctx, userID, provider, ttl, plan, push)
+}
+
+// TestMessageReadBeforeItsUserIsVisibleIsNotLost: a message whose user the
+// worker cannot read yet is retried, not acked as done; the user syncs.
+func TestMessageReadBeforeItsUserIsVisibleIsNotLost(t *testing.T) {
+	t.Parallel()
+	us := &unseenStore{}
+	p := newPipeline(t, pipelineOpts{wrapStore: us.wrap})
+	u := p.create("unseen@example.com")
+	p.waitSynced(20*time.Second, store.LinkSynced, u)
+	require.Len(t, customersOf(p.fake, u.ID), 1)
+	require.Zero(t, p.queueDepth(broker.DeadQueue("stripe")))
+}
+
+// TestMessageForNoUserDeadLetters: a message naming a user that never
+// appears uses up its attempts and is dead-lettered, saying so.
+func TestMessageForNoUserDeadLetters(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, pipelineOpts{cfg: worker.Config{MaxAttempts: 2}})
+	ghost := "01900000-0000-7000-8000-000000000000"
+	require.NoError(t, p.store.AppendOutbox(context.Background(), []store.OutboxEvent{{EventID: "01900000-0000-7000-8000-0000000000e1",
+		UserID: ghost, Version: 1, Type: store.EventUserCreated, Origin: store.OriginAPI, CreatedAt: time.Now()}}))
+	require.Eventually(t, func() bool { return p.queueDepth(broker.DeadQueue("stripe")) == 1 }, 20*time.Second, 10*time.Millisecond)
+	ch, err := p.pubConn.Channel()
+	require.NoError(t, err)
+	defer ch.Close()
+	d, ok, err := ch.Get(broker.DeadQueue("stripe"), true)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Contains(t, fmt.Sprint(d.Headers[broker.HeaderError]), "no user "+ghost)
 }
