@@ -205,6 +205,18 @@ func (p *pipeline) create(email string) store.User {
 	return u
 }
 
+// takeDeadLetter takes the message at the head of the stripe dead queue.
+func (p *pipeline) takeDeadLetter() amqp.Delivery {
+	p.t.Helper()
+	ch, err := p.pubConn.Channel()
+	require.NoError(p.t, err)
+	defer ch.Close()
+	d, ok, err := ch.Get(broker.DeadQueue("stripe"), true)
+	require.NoError(p.t, err)
+	require.True(p.t, ok, "a dead letter")
+	return d
+}
+
 func deref(s *string) string {
 	if s == nil {
 		return ""

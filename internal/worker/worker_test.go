@@ -146,12 +146,7 @@ func TestPermanentFailureDeadLetters(t *testing.T) {
 	require.Contains(t, deref(l.LastError), "metadata")
 	require.Eventually(t, func() bool { return p.queueDepth(broker.DeadQueue("stripe")) == 1 }, 10*time.Second, 20*time.Millisecond)
 
-	ch, err := p.pubConn.Channel()
-	require.NoError(t, err)
-	defer ch.Close()
-	d, ok, err := ch.Get(broker.DeadQueue("stripe"), true)
-	require.NoError(t, err)
-	require.True(t, ok)
+	d := p.takeDeadLetter()
 	require.Contains(t, fmt.Sprint(d.Headers[broker.HeaderError]), "metadata")
 	msg, err := broker.Decode(d.Body)
 	require.NoError(t, err)
@@ -519,11 +514,6 @@ func TestMessageForNoUserDeadLetters(t *testing.T) {
 	require.NoError(t, p.store.AppendOutbox(context.Background(), []store.OutboxEvent{{EventID: "01900000-0000-7000-8000-0000000000e1",
 		UserID: ghost, Version: 1, Type: store.EventUserCreated, Origin: store.OriginAPI, CreatedAt: time.Now()}}))
 	require.Eventually(t, func() bool { return p.queueDepth(broker.DeadQueue("stripe")) == 1 }, 20*time.Second, 10*time.Millisecond)
-	ch, err := p.pubConn.Channel()
-	require.NoError(t, err)
-	defer ch.Close()
-	d, ok, err := ch.Get(broker.DeadQueue("stripe"), true)
-	require.NoError(t, err)
-	require.True(t, ok)
+	d := p.takeDeadLetter()
 	require.Contains(t, fmt.Sprint(d.Headers[broker.HeaderError]), "no user "+ghost)
 }
