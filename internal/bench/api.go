@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/tandem-sync/tandem/internal/api"
@@ -195,15 +196,12 @@ func APIWrites(ctx context.Context, o APIOptions) ([]Row, error) {
 				return Row{}, err
 			}
 			defer st.Close()
-			app := api.New(st, st, api.Config{Tokens: []string{"bench-token"}, Providers: []string{"stripe"}},
-				slog.New(slog.NewJSONHandler(io.Discard, nil)), ops.NewRegistry())
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			base, stop, err := serveAPI(st, ops.NewRegistry())
 			if err != nil {
 				return Row{}, err
 			}
-			go func() { _ = app.Listener(ln) }()
-			defer app.Shutdown()
-			op, closeIdle := httpLoader("http://"+ln.Addr().String(), c, "api")
+			defer stop()
+			op, closeIdle := httpLoader(base, c, "api")
 			defer closeIdle()
 			return load(ctx, c, o.Warmup, o.Duration, op)
 		})
@@ -268,15 +266,12 @@ func apiWithRelay(ctx context.Context, dsn string, o APIOptions, c int, relayed 
 	relayDone := make(chan error, 1)
 	go func() { relayDone <- r.Run(rctx) }()
 	defer func() { stopRelay(); <-relayDone }()
-	app := api.New(st, st, api.Config{Tokens: []string{"bench-token"}, Providers: []string{"stripe"}},
-		slog.New(slog.NewJSONHandler(io.Discard, nil)), reg)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	base, stop, err := serveAPI(st, reg)
 	if err != nil {
 		return Row{}, err
 	}
-	go func() { _ = app.Listener(ln) }()
-	defer app.Shutdown()
-	op, closeIdle := httpLoader("http://"+ln.Addr().String(), c, "api")
+	defer stop()
+	op, closeIdle := httpLoader(base, c, "api")
 	defer closeIdle()
 	published := func() float64 {
 		mfs, _ := reg.Gather()
@@ -307,4 +302,17 @@ func withDB(ctx context.Context, baseDSN, tag string, fn func(dsn string) (Row, 
 	}
 	defer db.Close()
 	return fn(db.DSN)
+}
+
+// serveAPI serves Tandem's REST API on st at a loopback address, with the
+// benchmark's token, and returns its base URL and how to stop it.
+func serveAPI(st *store.Store, reg *prometheus.Registry) (string, func(), error) {
+	app := api.New(st, st, api.Config{Tokens: []string{"bench-token"}, Providers: []string{"stripe"}},
+		slog.New(slog.NewJSONHandler(io.Discard, nil)), reg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	go func() { _ = app.Listener(ln) }()
+	return "http://" + ln.Addr().String(), func() { _ = app.Shutdown() }, nil
 }

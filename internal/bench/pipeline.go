@@ -101,16 +101,11 @@ func Pipeline(ctx context.Context, o PipelineOptions) ([]PipelineStep, error) {
 	if len(o.SandboxCommand) == 0 {
 		return nil, errors.New("pipeline: SandboxCommand is required")
 	}
-	bin, err := BuildCommands(ctx)
+	bin, db, done, err := commandsAndDatabase(ctx, o.MySQLDSN, "tandem_bench_pipeline")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(bin)
-	db, err := NewDatabase(ctx, o.MySQLDSN, "tandem_bench_pipeline")
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
+	defer done()
 	stats, tandemDSN, cleanup, err := newStatsUser(ctx, db)
 	if err != nil {
 		return nil, err
